@@ -1,0 +1,192 @@
+//! LlmProfile: one LLM endpoint an agent can talk to.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::SecretKeyRef;
+
+/// One LLM endpoint (Anthropic, OpenAI, Qwen, Ollama or any OpenAI-compatible server): where it is,
+/// which model to use, and where its API key lives. Key material never appears in the spec or status.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "aienv.orchestr8.io",
+    version = "v1alpha1",
+    kind = "LlmProfile",
+    namespaced,
+    shortname = "llmp",
+    category = "ai",
+    status = "LlmProfileStatus",
+    doc = "LlmProfile describes one LLM endpoint: provider, base URL, model and the Secret holding its API key.",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Latency", type_ = "integer", json_path = ".status.latencyMs", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(BASE_URL_RULE).message(BASE_URL_MESSAGE).field_path(".baseUrl"))]
+#[x_kube(validation = Rule::new(
+    "self.provider == 'ollama' || (has(self.auth) && has(self.auth.secretRef))"
+).message("auth.secretRef is required for this provider: point it at the Secret key holding the API key (only provider: ollama may omit it)").field_path(".auth"))]
+#[serde(rename_all = "camelCase")]
+pub struct LlmProfileSpec {
+    /// Which API dialect the endpoint speaks: anthropic, openai, qwen, ollama or openaiCompatible.
+    pub provider: Provider,
+    /// Base URL of the API, e.g. https://api.anthropic.com or http://ollama.models.svc:11434/v1.
+    /// Must be https unless the host is cluster-local (*.svc, *.svc.cluster.local, localhost).
+    #[schemars(length(min = 1, max = 2048))]
+    pub base_url: String,
+    /// Model name the agents use by default.
+    #[schemars(length(min = 1, max = 256))]
+    pub model: String,
+    /// Smaller, faster model for background tasks (Claude Code's haiku slot). Defaults to `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub small_model: Option<String>,
+    /// Where the API key lives and how it is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    /// Extra HTTP headers sent with every request. Never put credentials here: use auth.secretRef.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(
+        "self.all(k, !(k.lowerAscii() in ['authorization', 'x-api-key', 'api-key', 'proxy-authorization']))"
+    ).message("headers may not carry credentials (Authorization, x-api-key, api-key): put the key in a Secret and reference it from auth.secretRef"))]
+    pub headers: BTreeMap<String, String>,
+    /// Request timeout the agents use, in seconds.
+    #[serde(default = "default_timeout_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: u32,
+    /// How often the agents retry a failed request.
+    #[serde(default = "default_max_retries")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_retries: u32,
+    /// TLS settings for endpoints signed by a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Extra non-secret environment variables rendered for the agents.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Optional live check of the endpoint (GET the provider's models list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+}
+
+/// The CEL rule for `baseUrl`: https, or plain http to a cluster-local host.
+pub const BASE_URL_RULE: &str = "isURL(self.baseUrl) && (url(self.baseUrl).getScheme() == 'https' || (url(self.baseUrl).getScheme() == 'http' && (url(self.baseUrl).getHostname() == 'localhost' || url(self.baseUrl).getHostname() == '127.0.0.1' || url(self.baseUrl).getHostname().endsWith('.svc') || url(self.baseUrl).getHostname().endsWith('.svc.cluster.local'))))";
+/// What the user reads when `baseUrl` is rejected.
+pub const BASE_URL_MESSAGE: &str = "baseUrl must be an https:// URL; plain http:// is allowed only for cluster-local hosts (*.svc, *.svc.cluster.local, localhost)";
+
+fn default_timeout_seconds() -> u32 {
+    600
+}
+fn default_max_retries() -> u32 {
+    2
+}
+
+/// API dialect of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Provider {
+    Anthropic,
+    Openai,
+    Qwen,
+    Ollama,
+    OpenaiCompatible,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Anthropic => "anthropic",
+            Provider::Openai => "openai",
+            Provider::Qwen => "qwen",
+            Provider::Ollama => "ollama",
+            Provider::OpenaiCompatible => "openaiCompatible",
+        }
+    }
+}
+
+/// Where the API key lives and how it is sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// The Secret key holding the API key. Required unless provider is ollama.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+    /// How the key is sent: bearer (`Authorization: Bearer`, Claude Code's ANTHROPIC_AUTH_TOKEN) or
+    /// apiKey (`x-api-key`, Claude Code's ANTHROPIC_API_KEY). OpenAI-style providers always use bearer.
+    #[serde(default)]
+    pub header_style: HeaderStyle,
+}
+
+/// How an API key is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HeaderStyle {
+    #[default]
+    Bearer,
+    ApiKey,
+}
+
+/// TLS settings for the endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// Secret key holding a PEM CA bundle that signs the endpoint's certificate.
+    pub ca_secret_ref: SecretKeyRef,
+}
+
+/// Live check of the endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// Turn the probe on or off without removing its settings.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Seconds between probes.
+    #[serde(default = "default_probe_interval")]
+    #[schemars(range(min = 5, max = 86400))]
+    pub interval_seconds: u32,
+    /// Seconds before one probe gives up.
+    #[serde(default = "default_probe_timeout")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: u32,
+    /// Path appended to baseUrl for the check. Defaults to the provider's models list
+    /// (`/v1/models` for anthropic, `/models` for OpenAI-style base URLs, `/api/tags` for ollama
+    /// when the base URL has no `/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub path: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_probe_interval() -> u32 {
+    60
+}
+fn default_probe_timeout() -> u32 {
+    10
+}
+
+/// Observed state of an LlmProfile.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LlmProfileStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Accepted, Ready, and when probed EndpointReachable and CredentialsValid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Round-trip time of the last successful probe, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// When the endpoint was last probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<Time>,
+}

@@ -1,0 +1,12 @@
+//! The four aienv kinds, group `aienv.orchestr8.io`, version `v1alpha1`.
+
+pub mod ai_environment;
+pub mod backup_schedule;
+pub mod common;
+pub mod llm_profile;
+pub mod memory_store;
+
+pub use ai_environment::AiEnvironment;
+pub use backup_schedule::BackupSchedule;
+pub use llm_profile::LlmProfile;
+pub use memory_store::MemoryStore;

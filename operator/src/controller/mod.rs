@@ -1,0 +1,10 @@
+//! What every controller shares: context, errors, server-side apply, metrics, clock.
+
+pub mod apply;
+pub mod clock;
+pub mod context;
+pub mod error;
+pub mod metrics;
+
+pub use context::Context;
+pub use error::{Error, Result};

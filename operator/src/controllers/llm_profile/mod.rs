@@ -1,0 +1,290 @@
+//! LlmProfile controller: resolve the key Secret → validate → probe (when due) → status.
+
+pub mod probe;
+pub mod status;
+pub mod validate;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Resource, ResourceExt,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use sha2::{Digest, Sha256};
+use tracing::{Instrument, info_span, warn};
+
+use self::{status::Finding, validate::Problem};
+use crate::{
+    api::llm_profile::{LlmProfile, LlmProfileStatus},
+    conditions,
+    controller::{Context, Error, Result, apply},
+};
+
+/// Label of this controller in metrics and logs.
+pub const CONTROLLER: &str = "llmprofile";
+
+type Guarded = DeserializeGuard<LlmProfile>;
+
+/// What the controller remembers between reconciles: when it last probed what.
+#[derive(Default)]
+pub struct ProbeMemo {
+    last: Mutex<HashMap<ObjectRef<Guarded>, Probed>>,
+    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Probed {
+    generation: Option<i64>,
+    /// sha256 over the key and CA used; never stored anywhere but memory.
+    inputs: [u8; 32],
+}
+
+pub struct State {
+    pub ctx: Arc<Context>,
+    memo: ProbeMemo,
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let profiles = Api::<Guarded>::all(client.clone());
+    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    let controller = Controller::new(profiles, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let state = Arc::new(State {
+        ctx,
+        memo: ProbeMemo::default(),
+    });
+    controller
+        .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
+            profiles_referencing(&store, &secret)
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "llmprofile reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// Profiles in the Secret's namespace whose key or CA lives in that Secret.
+fn profiles_referencing(store: &Store<Guarded>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<Guarded>> {
+    let (Some(ns), Some(name)) = (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref()) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| {
+            let key = p.spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()).map(|r| r.name.as_str());
+            let ca = p.spec.tls.as_ref().map(|t| t.ca_secret_ref.name.as_str());
+            key == Some(name) || ca == Some(name)
+        })
+        .map(|p| ObjectRef::new(&p.name_any()).within(ns))
+        .collect()
+}
+
+async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
+    let ctx = &state.ctx;
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let profile = match &guarded.0 {
+        Ok(p) => p,
+        Err(invalid) => {
+            let name = invalid.metadata.name.clone().unwrap_or_default();
+            warn!(%name, error = %invalid.error, "undecodable LlmProfile");
+            return Err(Error::Undecodable(format!("LlmProfile {name}: {}", invalid.error)));
+        }
+    };
+    let ns = profile.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = profile.name_any();
+    let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
+    async {
+        let found = observe(profile, &ns, &state).await?;
+        write_status(profile, &ns, &name, found, ctx).await
+    }
+    .instrument(span)
+    .await
+}
+
+/// Resolve Secrets, validate, and probe when a probe is due. Returns None when nothing changed
+/// since the last probe (the status stays as it is), with when to look again.
+async fn observe(profile: &LlmProfile, ns: &str, state: &State) -> Result<(Option<Finding>, Option<Duration>)> {
+    let spec = &profile.spec;
+    let secrets: Api<Secret> = Api::namespaced(state.ctx.client.clone(), ns);
+    if let Err(p) = validate::validate_spec(spec) {
+        return Ok((Some(Finding::Rejected(p)), None));
+    }
+    let key = match spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
+        Some(r) => match validate::secret_value(r, secrets.get_opt(&r.name).await?.as_ref(), ns, "the API key") {
+            Ok(v) => Some(v),
+            Err(p) => return Ok((Some(Finding::Rejected(p)), None)),
+        },
+        None => None,
+    };
+    let ca = match &spec.tls {
+        Some(tls) => {
+            let r = &tls.ca_secret_ref;
+            match validate::secret_value(r, secrets.get_opt(&r.name).await?.as_ref(), ns, "a PEM CA bundle") {
+                Ok(v) => Some(v),
+                Err(p) => return Ok((Some(Finding::Rejected(p)), None)),
+            }
+        }
+        None => None,
+    };
+    let Some(probe_spec) = spec.probe.as_ref().filter(|p| p.enabled) else {
+        return Ok((Some(Finding::AcceptedUnprobed), None));
+    };
+    let key_str = match key.as_deref().map(std::str::from_utf8) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(_)) => {
+            return Ok((
+                Some(Finding::Rejected(Problem {
+                    reason: "SecretKeyInvalid",
+                    message: "the API key is not valid UTF-8 text: store the key itself, not a binary file".into(),
+                })),
+                None,
+            ));
+        }
+        None => None,
+    };
+
+    let interval = Duration::from_secs(probe_spec.interval_seconds.into());
+    let oref = ObjectRef::<Guarded>::new(&profile.name_any()).within(ns);
+    let inputs = fingerprint(key.as_deref(), ca.as_deref());
+    let now = state.ctx.clock.now();
+    let since_last = profile
+        .status
+        .as_ref()
+        .and_then(|s| s.last_probe_time.as_ref())
+        .and_then(|t| now.duration_since(t.0).try_into().ok());
+    let remembered = state.memo.last.lock().expect("memo lock").get(&oref).cloned();
+    let same_inputs = remembered == Some(Probed { generation: profile.metadata.generation, inputs });
+    if let (true, Some(elapsed)) = (same_inputs, since_last)
+        && elapsed < interval
+    {
+        return Ok((None, Some(interval - elapsed)));
+    }
+
+    let request = probe::build_request(spec, key_str);
+    let outcome = probe::send(&request, ca.as_deref()).await;
+    state.memo.last.lock().expect("memo lock").insert(
+        oref,
+        Probed {
+            generation: profile.metadata.generation,
+            inputs,
+        },
+    );
+    let secret_name = spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()).map(|r| r.name.clone());
+    Ok((
+        Some(Finding::Probed {
+            url: request.url.clone(),
+            outcome,
+            secret_name,
+        }),
+        Some(interval),
+    ))
+}
+
+fn fingerprint(key: Option<&[u8]>, ca: Option<&[u8]>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [key, ca] {
+        match part {
+            Some(p) => {
+                h.update([1]);
+                h.update((p.len() as u64).to_be_bytes());
+                h.update(p);
+            }
+            None => h.update([0]),
+        }
+    }
+    h.finalize().into()
+}
+
+/// Fold the finding into the status, write it only if it changed, and publish an Event when Ready
+/// changes.
+async fn write_status(
+    profile: &LlmProfile,
+    ns: &str,
+    name: &str,
+    (finding, next): (Option<Finding>, Option<Duration>),
+    ctx: &Context,
+) -> Result<Action> {
+    let requeue = next.map(Action::requeue).unwrap_or_else(|| Action::requeue(Duration::from_secs(300)));
+    let Some(finding) = finding else {
+        return Ok(requeue);
+    };
+    let old = profile.status.clone().unwrap_or_default();
+    let now = ctx.clock.now_time();
+    let (desired, removed) = status::conditions(&finding);
+    let mut conds = old.conditions.clone();
+    conditions::remove(&mut conds, removed);
+    let conds = conditions::merge(&conds, desired, profile.metadata.generation, &now);
+    let mut new = LlmProfileStatus {
+        observed_generation: profile.metadata.generation,
+        conditions: conds,
+        latency_ms: old.latency_ms,
+        last_probe_time: old.last_probe_time.clone(),
+    };
+    match &finding {
+        Finding::Probed { outcome, .. } => {
+            new.latency_ms = status::latency(outcome);
+            new.last_probe_time = Some(now);
+        }
+        _ => {
+            new.latency_ms = None;
+            new.last_probe_time = None;
+        }
+    }
+    if new == old {
+        return Ok(requeue);
+    }
+    let api: Api<LlmProfile> = Api::namespaced(ctx.client.clone(), ns);
+    apply::apply_status(&api, apply::manager::LLM_PROFILE, name, &new).await?;
+    ctx.metrics.status_write(CONTROLLER);
+
+    let old_ready = conditions::get(&old.conditions, status::READY);
+    let new_ready = conditions::get(&new.conditions, status::READY);
+    if let Some(nr) = new_ready
+        && old_ready.map(|c| (&c.status, &c.reason)) != Some((&nr.status, &nr.reason))
+    {
+        let type_ = if nr.status == "True" { EventType::Normal } else { EventType::Warning };
+        ctx.event(&profile.object_ref(&()), type_, &nr.reason, "Reconcile", nr.message.clone())
+            .await;
+    }
+    Ok(requeue)
+}
+
+fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
+    state.ctx.metrics.failure(CONTROLLER, error.label());
+    let oref = match &guarded.0 {
+        Ok(p) => ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()),
+        Err(i) => ObjectRef::new(i.metadata.name.as_deref().unwrap_or_default())
+            .within(i.metadata.namespace.as_deref().unwrap_or_default()),
+    };
+    if !error.is_transient() {
+        warn!(error = %error, "llmprofile: waiting for a change");
+        return Action::await_change();
+    }
+    let mut failures = state.memo.failures.lock().expect("memo lock");
+    let n = failures.entry(oref).or_default();
+    *n += 1;
+    warn!(error = %error, attempt = *n, "llmprofile reconcile failed; retrying");
+    Action::requeue(Error::backoff(*n))
+}

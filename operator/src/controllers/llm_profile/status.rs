@@ -1,0 +1,155 @@
+//! Conditions of an LlmProfile, computed from what reconcile found. Pure.
+
+use super::{probe::Outcome, validate::Problem};
+use crate::conditions::Desired;
+
+pub const ACCEPTED: &str = "Accepted";
+pub const ENDPOINT_REACHABLE: &str = "EndpointReachable";
+pub const CREDENTIALS_VALID: &str = "CredentialsValid";
+pub const READY: &str = "Ready";
+
+/// The probe conditions, dropped when there is nothing to say about the endpoint.
+pub const PROBE_CONDITIONS: [&str; 2] = [ENDPOINT_REACHABLE, CREDENTIALS_VALID];
+
+/// What this reconcile learned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// The spec or a referenced Secret is wrong.
+    Rejected(Problem),
+    /// Usable; no probe configured.
+    AcceptedUnprobed,
+    /// Usable and probed just now.
+    Probed { url: String, outcome: Outcome, secret_name: Option<String> },
+}
+
+/// The conditions to upsert, and the ones to remove.
+pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) {
+    match finding {
+        Finding::Rejected(p) => (
+            vec![
+                Desired::false_(ACCEPTED, p.reason, p.message.clone()),
+                Desired::false_(READY, p.reason, p.message.clone()),
+            ],
+            &PROBE_CONDITIONS,
+        ),
+        Finding::AcceptedUnprobed => (
+            vec![
+                Desired::true_(ACCEPTED, "Resolved", "spec is valid and the API key Secret resolves"),
+                Desired::true_(READY, "Resolved", "profile resolved; no probe configured"),
+            ],
+            &PROBE_CONDITIONS,
+        ),
+        Finding::Probed { url, outcome, secret_name } => {
+            let accepted = Desired::true_(ACCEPTED, "Resolved", "spec is valid and the API key Secret resolves");
+            let key_hint = secret_name
+                .as_deref()
+                .map(|s| format!("check the API key in Secret {s:?}"))
+                .unwrap_or_else(|| "this profile sends no API key: set auth.secretRef".to_string());
+            let conds = match outcome {
+                Outcome::Ok { latency_ms } => vec![
+                    accepted,
+                    Desired::true_(ENDPOINT_REACHABLE, "Reachable", format!("GET {url} answered in {latency_ms} ms")),
+                    Desired::true_(CREDENTIALS_VALID, "Accepted", "the endpoint accepted the API key"),
+                    Desired::true_(READY, "EndpointHealthy", format!("endpoint reachable and key accepted ({latency_ms} ms)")),
+                ],
+                Outcome::Unauthorized { status, .. } => vec![
+                    accepted,
+                    Desired::true_(ENDPOINT_REACHABLE, "Reachable", format!("GET {url} answered HTTP {status}")),
+                    Desired::false_(CREDENTIALS_VALID, "Unauthorized", format!("the endpoint refused the API key (HTTP {status}): {key_hint}")),
+                    Desired::false_(READY, "CredentialsInvalid", format!("the endpoint refused the API key (HTTP {status}): {key_hint}")),
+                ],
+                Outcome::UnexpectedStatus { status, .. } if *status >= 500 => vec![
+                    accepted,
+                    Desired::false_(ENDPOINT_REACHABLE, "ServerError", format!("GET {url} answered HTTP {status}: the endpoint is failing")),
+                    Desired::unknown(CREDENTIALS_VALID, "NotChecked", "the endpoint did not answer normally"),
+                    Desired::false_(READY, "EndpointUnhealthy", format!("GET {url} answered HTTP {status}")),
+                ],
+                Outcome::UnexpectedStatus { status, .. } => vec![
+                    accepted,
+                    Desired::true_(ENDPOINT_REACHABLE, "Reachable", format!("GET {url} answered HTTP {status}")),
+                    Desired::unknown(CREDENTIALS_VALID, "NotChecked", format!("HTTP {status} says nothing about the key")),
+                    Desired::false_(READY, "UnexpectedStatus", format!("GET {url} answered HTTP {status}: check baseUrl and probe.path")),
+                ],
+                Outcome::Unreachable { reason, detail } => vec![
+                    accepted,
+                    Desired::false_(ENDPOINT_REACHABLE, *reason, format!("GET {url} failed: {detail}")),
+                    Desired::unknown(CREDENTIALS_VALID, "NotChecked", "the endpoint could not be reached"),
+                    Desired::false_(READY, "EndpointUnreachable", format!("GET {url} failed: {detail}")),
+                ],
+            };
+            (conds, &[])
+        }
+    }
+}
+
+/// Latency to record, when the probe got an HTTP answer.
+pub fn latency(outcome: &Outcome) -> Option<u64> {
+    match outcome {
+        Outcome::Ok { latency_ms }
+        | Outcome::Unauthorized { latency_ms, .. }
+        | Outcome::UnexpectedStatus { latency_ms, .. } => Some(*latency_ms),
+        Outcome::Unreachable { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::Status;
+
+    fn ready(f: &Finding) -> Desired {
+        conditions(f).0.into_iter().find(|d| d.type_ == READY).unwrap()
+    }
+
+    fn probed(outcome: Outcome) -> Finding {
+        Finding::Probed {
+            url: "https://x/v1/models".into(),
+            outcome,
+            secret_name: Some("llm-key".into()),
+        }
+    }
+
+    #[test]
+    fn rejected_is_not_ready_and_drops_probe_conditions() {
+        let f = Finding::Rejected(Problem {
+            reason: "SecretNotFound",
+            message: "Secret \"k\" not found".into(),
+        });
+        let (d, removed) = conditions(&f);
+        assert_eq!(d[0].status, Status::False);
+        assert_eq!(ready(&f).reason, "SecretNotFound");
+        assert_eq!(removed, PROBE_CONDITIONS);
+    }
+
+    #[test]
+    fn probe_ok_is_ready() {
+        let r = ready(&probed(Outcome::Ok { latency_ms: 12 }));
+        assert_eq!(r.status, Status::True);
+        assert!(r.message.contains("12 ms"));
+    }
+
+    #[test]
+    fn unauthorized_marks_credentials_invalid_and_names_the_secret() {
+        let f = probed(Outcome::Unauthorized { status: 401, latency_ms: 3 });
+        let (d, _) = conditions(&f);
+        let creds = d.iter().find(|c| c.type_ == CREDENTIALS_VALID).unwrap();
+        assert_eq!(creds.status, Status::False);
+        assert!(creds.message.contains("llm-key"));
+        assert_eq!(ready(&f).reason, "CredentialsInvalid");
+        let reach = d.iter().find(|c| c.type_ == ENDPOINT_REACHABLE).unwrap();
+        assert_eq!(reach.status, Status::True);
+    }
+
+    #[test]
+    fn unreachable_and_server_errors_mark_endpoint_unreachable() {
+        let f = probed(Outcome::Unreachable { reason: "Timeout", detail: "no answer within 3s".into() });
+        let (d, _) = conditions(&f);
+        let reach = d.iter().find(|c| c.type_ == ENDPOINT_REACHABLE).unwrap();
+        assert_eq!((reach.status, reach.reason.as_str()), (Status::False, "Timeout"));
+        assert_eq!(ready(&f).reason, "EndpointUnreachable");
+        let f = probed(Outcome::UnexpectedStatus { status: 503, latency_ms: 1 });
+        assert_eq!(ready(&f).reason, "EndpointUnhealthy");
+        let f = probed(Outcome::UnexpectedStatus { status: 404, latency_ms: 1 });
+        assert_eq!(ready(&f).reason, "UnexpectedStatus");
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per kind: resolve → validate → build → apply → status.
+
+pub mod llm_profile;

@@ -1,0 +1,50 @@
+//! `aienv`: the operator and its companion commands, in one binary.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use aienv::{crdgen, runtime};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "aienv", version, about = "Kubernetes operator for the environment AI coding agents live in")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers, /metrics, /healthz and /readyz.
+    Operator(runtime::OperatorArgs),
+    /// Print the CRDs as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Write `<plural>.<group>.yaml` files here instead of printing.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Operator(args) => {
+            runtime::telemetry::init();
+            runtime::run(args).await
+        }
+        Command::Crds { write: None } => {
+            print!("{}", crdgen::all_yaml()?);
+            Ok(())
+        }
+        Command::Crds { write: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            for crd in crdgen::all() {
+                let path = dir.join(crdgen::file_name(&crd));
+                std::fs::write(&path, crdgen::to_yaml(&crd)?)?;
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Support for aienv's integration tests: every test talks to real servers that
+//! `scripts/testenv up` starts on loopback (control plane, PostgreSQL, S3, GCS).
+#![forbid(unsafe_code)]
+
+pub mod testenv;
