@@ -55,13 +55,25 @@ impl Desired {
             message: message.into(),
         }
     }
-    pub fn true_(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn true_(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(type_, Status::True, reason, message)
     }
-    pub fn false_(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn false_(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(type_, Status::False, reason, message)
     }
-    pub fn unknown(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn unknown(
+        type_: &'static str,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(type_, Status::Unknown, reason, message)
     }
 }
@@ -139,7 +151,12 @@ mod tests {
 
     #[test]
     fn new_condition_gets_now_and_generation() {
-        let out = merge(&[], [Desired::true_("Ready", "Ok", "fine")], Some(3), &t(100));
+        let out = merge(
+            &[],
+            [Desired::true_("Ready", "Ok", "fine")],
+            Some(3),
+            &t(100),
+        );
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].status, "True");
         assert_eq!(out[0].observed_generation, Some(3));
@@ -149,7 +166,12 @@ mod tests {
     #[test]
     fn same_status_keeps_transition_time_even_when_message_changes() {
         let first = merge(&[], [Desired::true_("Ready", "Ok", "a")], Some(1), &t(100));
-        let second = merge(&first, [Desired::true_("Ready", "Ok", "b")], Some(2), &t(200));
+        let second = merge(
+            &first,
+            [Desired::true_("Ready", "Ok", "b")],
+            Some(2),
+            &t(200),
+        );
         assert_eq!(second[0].last_transition_time, t(100));
         assert_eq!(second[0].message, "b");
         assert_eq!(second[0].observed_generation, Some(2));
@@ -158,14 +180,24 @@ mod tests {
     #[test]
     fn flipped_status_moves_transition_time() {
         let first = merge(&[], [Desired::true_("Ready", "Ok", "a")], Some(1), &t(100));
-        let second = merge(&first, [Desired::false_("Ready", "Broken", "b")], Some(1), &t(200));
+        let second = merge(
+            &first,
+            [Desired::false_("Ready", "Broken", "b")],
+            Some(1),
+            &t(200),
+        );
         assert_eq!(second[0].last_transition_time, t(200));
         assert_eq!(second[0].reason, "Broken");
     }
 
     #[test]
     fn steady_merge_is_identical_so_no_write_is_needed() {
-        let d = || [Desired::true_("Ready", "Ok", "a"), Desired::false_("Stalled", "No", "b")];
+        let d = || {
+            [
+                Desired::true_("Ready", "Ok", "a"),
+                Desired::false_("Stalled", "No", "b"),
+            ]
+        };
         let first = merge(&[], d(), Some(1), &t(100));
         let second = merge(&first, d(), Some(1), &t(500));
         assert_eq!(first, second);
@@ -181,7 +213,10 @@ mod tests {
             &t(1),
         );
         let second = merge(&first, [Desired::false_("B", "R2", "m2")], Some(1), &t(2));
-        assert_eq!(second.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(
+            second.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            ["A", "B"]
+        );
         assert_eq!(second[0], first[0]);
     }
 

@@ -7,7 +7,11 @@ use aienv::{crdgen, runtime};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "aienv", version, about = "Kubernetes operator for the environment AI coding agents live in")]
+#[command(
+    name = "aienv",
+    version,
+    about = "Kubernetes operator for the environment AI coding agents live in"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -19,10 +19,27 @@ use serde::{Deserialize, Serialize};
     status = "AiEnvironmentStatus",
     doc = "AiEnvironment binds agent workloads to an LLM profile (with fallbacks), a memory store and network policies.",
     printcolumn(name = "Active", type_ = "string", json_path = ".status.activeProfile"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Hash", type_ = "string", json_path = ".status.renderedHash", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Hash",
+        type_ = "string",
+        json_path = ".status.renderedHash",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AiEnvironmentSpec {
@@ -77,7 +94,9 @@ fn default_switch_back_seconds() -> u32 {
 }
 
 /// An agent CLI the profile is rendered for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Harness {
     ClaudeCode,

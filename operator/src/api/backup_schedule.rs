@@ -27,10 +27,26 @@ pub const SIX_FIELD_RULE: &str = "!self.schedule.matches('^ *[^ @]+( +[^ ]+){5,}
     doc = "BackupSchedule backs up a MemoryStore with pg_dump to S3 or GCS on a schedule, with retention and restore verification.",
     printcolumn(name = "Store", type_ = "string", json_path = ".spec.memoryStoreRef"),
     printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
-    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastSuccessfulBackup.time"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.lastSuccessfulBackup.time"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new(SIX_FIELD_RULE)
     .message("schedule has 6 or more fields (a seconds or year field): use a 5-field cron 'minute hour day-of-month month day-of-week', e.g. '0 3 * * *', or a macro like @daily")

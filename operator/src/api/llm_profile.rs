@@ -23,10 +23,27 @@ use super::common::SecretKeyRef;
     doc = "LlmProfile describes one LLM endpoint: provider, base URL, model and the Secret holding its API key.",
     printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
     printcolumn(name = "Model", type_ = "string", json_path = ".spec.model"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Latency", type_ = "integer", json_path = ".status.latencyMs", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Latency",
+        type_ = "integer",
+        json_path = ".status.latencyMs",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new(BASE_URL_RULE).message(BASE_URL_MESSAGE).field_path(".baseUrl"))]
 #[x_kube(validation = Rule::new(
@@ -76,7 +93,9 @@ pub struct LlmProfileSpec {
 }
 
 /// The CEL rule for `baseUrl`: https, or plain http to a cluster-local host.
-pub const BASE_URL_RULE: &str = "isURL(self.baseUrl) && (url(self.baseUrl).getScheme() == 'https' || (url(self.baseUrl).getScheme() == 'http' && (url(self.baseUrl).getHostname() == 'localhost' || url(self.baseUrl).getHostname() == '127.0.0.1' || url(self.baseUrl).getHostname().endsWith('.svc') || url(self.baseUrl).getHostname().endsWith('.svc.cluster.local'))))";
+// The scheme is checked with startsWith rather than url().getScheme(): kube's local CEL evaluator
+// returns an empty scheme for `http://localhost:PORT`, and both must agree.
+pub const BASE_URL_RULE: &str = "isURL(self.baseUrl) && (self.baseUrl.startsWith('https://') || (self.baseUrl.startsWith('http://') && (url(self.baseUrl).getHostname() in ['localhost', '127.0.0.1'] || url(self.baseUrl).getHostname().endsWith('.svc') || url(self.baseUrl).getHostname().endsWith('.svc.cluster.local'))))";
 /// What the user reads when `baseUrl` is rejected.
 pub const BASE_URL_MESSAGE: &str = "baseUrl must be an https:// URL; plain http:// is allowed only for cluster-local hosts (*.svc, *.svc.cluster.local, localhost)";
 

@@ -24,12 +24,38 @@ pub const MAX_INDEXED_DIMENSIONS: u32 = 2000;
     status = "MemoryStoreStatus",
     doc = "MemoryStore is a PostgreSQL + pgvector database for agent memory, with schema, vector index and embedding workers.",
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Dims", type_ = "integer", json_path = ".spec.embedding.dimensions"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
-    printcolumn(name = "Memories", type_ = "integer", json_path = ".status.counts.memories", priority = 1),
-    printcolumn(name = "Pending", type_ = "integer", json_path = ".status.counts.pendingEmbeddings", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Dims",
+        type_ = "integer",
+        json_path = ".spec.embedding.dimensions"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Memories",
+        type_ = "integer",
+        json_path = ".status.counts.memories",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Pending",
+        type_ = "integer",
+        json_path = ".status.counts.pendingEmbeddings",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.mode == 'external' ? has(self.external) : !has(self.external)")
     .message("spec.external (connectionSecretRef) is required with mode: external and not allowed with any other mode"))]

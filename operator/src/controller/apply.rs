@@ -30,9 +30,13 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(manager).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Kube)
+    api.patch_status(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::Kube)
 }
 
 /// Apply a whole object (children), forcing ownership of the fields it sets.
@@ -40,8 +44,16 @@ pub async fn apply<K>(api: &Api<K>, manager: &str, obj: &K) -> Result<K>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + Debug,
 {
-    let name = obj.meta().name.as_deref().ok_or(Error::MissingField("metadata.name"))?;
-    api.patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(obj))
-        .await
-        .map_err(Error::Kube)
+    let name = obj
+        .meta()
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(Error::Kube)
 }

@@ -21,7 +21,9 @@ pub struct FailureLabels {
 }
 
 fn duration_histogram() -> Histogram {
-    Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+    Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ])
 }
 
 /// Reconcile counters and timings for all controllers.
@@ -43,37 +45,60 @@ impl Metrics {
             status_writes: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("aienv_controller");
-        sub.register("reconciles", "Reconciliations started", m.reconciles.clone());
-        sub.register("failures", "Reconciliations that failed, by error label", m.failures.clone());
+        sub.register(
+            "reconciles",
+            "Reconciliations started",
+            m.reconciles.clone(),
+        );
+        sub.register(
+            "failures",
+            "Reconciliations that failed, by error label",
+            m.failures.clone(),
+        );
         sub.register(
             "reconcile_duration_seconds",
             "Time spent in one reconciliation",
             m.duration.clone(),
         );
-        sub.register("status_writes", "Status updates written to the API server", m.status_writes.clone());
+        sub.register(
+            "status_writes",
+            "Status updates written to the API server",
+            m.status_writes.clone(),
+        );
         m
     }
 
     /// Count a reconcile and time it until the returned guard is dropped.
     pub fn reconcile(&self, controller: &'static str) -> ReconcileTimer {
-        self.reconciles.get_or_create(&ControllerLabel { controller }).inc();
+        self.reconciles
+            .get_or_create(&ControllerLabel { controller })
+            .inc();
         ReconcileTimer {
             start: Instant::now(),
-            histogram: self.duration.get_or_create(&ControllerLabel { controller }).clone(),
+            histogram: self
+                .duration
+                .get_or_create(&ControllerLabel { controller })
+                .clone(),
         }
     }
 
     pub fn failure(&self, controller: &'static str, error: &'static str) {
-        self.failures.get_or_create(&FailureLabels { controller, error }).inc();
+        self.failures
+            .get_or_create(&FailureLabels { controller, error })
+            .inc();
     }
 
     pub fn status_write(&self, controller: &'static str) {
-        self.status_writes.get_or_create(&ControllerLabel { controller }).inc();
+        self.status_writes
+            .get_or_create(&ControllerLabel { controller })
+            .inc();
     }
 
     /// Status writes so far (tests and benchmarks read this).
     pub fn status_writes(&self, controller: &'static str) -> u64 {
-        self.status_writes.get_or_create(&ControllerLabel { controller }).get()
+        self.status_writes
+            .get_or_create(&ControllerLabel { controller })
+            .get()
     }
 }
 

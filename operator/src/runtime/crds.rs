@@ -10,7 +10,10 @@ fn established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
 }
 
 /// Poll until every CRD from [`crate::crdgen::all`] is established.
@@ -20,7 +23,10 @@ pub async fn wait_established(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let names: Vec<String> = crate::crdgen::all().into_iter().filter_map(|c| c.metadata.name).collect();
+    let names: Vec<String> = crate::crdgen::all()
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
     let deadline = Instant::now() + timeout;
     tokio::pin!(stop);
     loop {

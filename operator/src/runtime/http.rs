@@ -8,7 +8,9 @@ use std::{
     },
 };
 
-use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+};
 use prometheus_client::{encoding::text::encode, registry::Registry};
 
 #[derive(Clone)]
@@ -43,7 +45,10 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     match encode(&mut body, &s.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),

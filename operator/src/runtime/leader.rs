@@ -52,12 +52,13 @@ where
         info!("became leader");
         let mut lost_rx = leader_rx.lock().await.clone();
         let stop_now = stopped(stop.clone());
-        let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(async move {
-            tokio::select! {
-                _ = lost_rx.wait_for(|l| !*l) => warn!("leadership lost: stopping controllers"),
-                _ = stop_now => {}
-            }
-        });
+        let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+            Box::pin(async move {
+                tokio::select! {
+                    _ = lost_rx.wait_for(|l| !*l) => warn!("leadership lost: stopping controllers"),
+                    _ = stop_now => {}
+                }
+            });
         controllers(lost).await;
         if *stop.borrow() {
             break;

@@ -53,19 +53,32 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let http = tokio::spawn(http::serve(args.http_addr, Arc::new(registry), ready.clone(), stopped(stop_rx.clone())));
+    let http = tokio::spawn(http::serve(
+        args.http_addr,
+        Arc::new(registry),
+        ready.clone(),
+        stopped(stop_rx.clone()),
+    ));
     tokio::spawn(async move {
         telemetry::shutdown_signal().await;
         info!("shutdown signal received");
         let _ = stop_tx.send(true);
     });
 
-    crds::wait_established(&client, Duration::from_secs(args.crd_wait_seconds), stopped(stop_rx.clone())).await?;
+    crds::wait_established(
+        &client,
+        Duration::from_secs(args.crd_wait_seconds),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     ready.store(true, Ordering::SeqCst);
     let ctx = Arc::new(Context::new(client.clone(), metrics, Arc::new(SystemClock)));
 
     if args.leader_elect {
-        leader::run_while_leader(client, &args, stop_rx.clone(), move |lost| run_controllers(ctx.clone(), lost)).await?;
+        leader::run_while_leader(client, &args, stop_rx.clone(), move |lost| {
+            run_controllers(ctx.clone(), lost)
+        })
+        .await?;
     } else {
         run_controllers(ctx, stopped(stop_rx.clone())).await;
     }
@@ -75,6 +88,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 }
 
 /// A future that resolves once `rx` says stop (or its sender is gone).
+// Not an `async fn`: the controller runtime needs the future to be `Sync`, which only an explicit
+// `impl Future` return type can promise.
+#[allow(clippy::manual_async_fn)]
 pub fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + Sync + 'static {
     async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -82,7 +98,10 @@ pub fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send
 }
 
 /// All controllers, until `shutdown`.
-async fn run_controllers(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+async fn run_controllers(
+    ctx: Arc<Context>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     info!("starting controllers");
     crate::controllers::llm_profile::run(ctx, shutdown).await;
     info!("controllers stopped");

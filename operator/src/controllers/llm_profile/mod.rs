@@ -69,9 +69,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         memo: ProbeMemo::default(),
     });
     controller
-        .watches(secrets, watcher::Config::default().any_semantic(), move |secret| {
-            profiles_referencing(&store, &secret)
-        })
+        .watches(
+            secrets,
+            watcher::Config::default().any_semantic(),
+            move |secret| profiles_referencing(&store, &secret),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, state)
         .for_each(|res| async move {
@@ -83,8 +85,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 }
 
 /// Profiles in the Secret's namespace whose key or CA lives in that Secret.
-fn profiles_referencing(store: &Store<Guarded>, secret: &PartialObjectMeta<Secret>) -> Vec<ObjectRef<Guarded>> {
-    let (Some(ns), Some(name)) = (secret.metadata.namespace.as_deref(), secret.metadata.name.as_deref()) else {
+fn profiles_referencing(
+    store: &Store<Guarded>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<Guarded>> {
+    let (Some(ns), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
         return Vec::new();
     };
     store
@@ -93,7 +101,12 @@ fn profiles_referencing(store: &Store<Guarded>, secret: &PartialObjectMeta<Secre
         .filter_map(|g| g.0.as_ref().ok())
         .filter(|p| p.namespace().as_deref() == Some(ns))
         .filter(|p| {
-            let key = p.spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()).map(|r| r.name.as_str());
+            let key = p
+                .spec
+                .auth
+                .as_ref()
+                .and_then(|a| a.secret_ref.as_ref())
+                .map(|r| r.name.as_str());
             let ca = p.spec.tls.as_ref().map(|t| t.ca_secret_ref.name.as_str());
             key == Some(name) || ca == Some(name)
         })
@@ -109,10 +122,15 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
         Err(invalid) => {
             let name = invalid.metadata.name.clone().unwrap_or_default();
             warn!(%name, error = %invalid.error, "undecodable LlmProfile");
-            return Err(Error::Undecodable(format!("LlmProfile {name}: {}", invalid.error)));
+            return Err(Error::Undecodable(format!(
+                "LlmProfile {name}: {}",
+                invalid.error
+            )));
         }
     };
-    let ns = profile.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+    let ns = profile
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
     let name = profile.name_any();
     let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
     async {
@@ -125,14 +143,23 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
 
 /// Resolve Secrets, validate, and probe when a probe is due. Returns None when nothing changed
 /// since the last probe (the status stays as it is), with when to look again.
-async fn observe(profile: &LlmProfile, ns: &str, state: &State) -> Result<(Option<Finding>, Option<Duration>)> {
+async fn observe(
+    profile: &LlmProfile,
+    ns: &str,
+    state: &State,
+) -> Result<(Option<Finding>, Option<Duration>)> {
     let spec = &profile.spec;
     let secrets: Api<Secret> = Api::namespaced(state.ctx.client.clone(), ns);
     if let Err(p) = validate::validate_spec(spec) {
         return Ok((Some(Finding::Rejected(p)), None));
     }
     let key = match spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
-        Some(r) => match validate::secret_value(r, secrets.get_opt(&r.name).await?.as_ref(), ns, "the API key") {
+        Some(r) => match validate::secret_value(
+            r,
+            secrets.get_opt(&r.name).await?.as_ref(),
+            ns,
+            "the API key",
+        ) {
             Ok(v) => Some(v),
             Err(p) => return Ok((Some(Finding::Rejected(p)), None)),
         },
@@ -141,7 +168,12 @@ async fn observe(profile: &LlmProfile, ns: &str, state: &State) -> Result<(Optio
     let ca = match &spec.tls {
         Some(tls) => {
             let r = &tls.ca_secret_ref;
-            match validate::secret_value(r, secrets.get_opt(&r.name).await?.as_ref(), ns, "a PEM CA bundle") {
+            match validate::secret_value(
+                r,
+                secrets.get_opt(&r.name).await?.as_ref(),
+                ns,
+                "a PEM CA bundle",
+            ) {
                 Ok(v) => Some(v),
                 Err(p) => return Ok((Some(Finding::Rejected(p)), None)),
             }
@@ -174,8 +206,18 @@ async fn observe(profile: &LlmProfile, ns: &str, state: &State) -> Result<(Optio
         .as_ref()
         .and_then(|s| s.last_probe_time.as_ref())
         .and_then(|t| now.duration_since(t.0).try_into().ok());
-    let remembered = state.memo.last.lock().expect("memo lock").get(&oref).cloned();
-    let same_inputs = remembered == Some(Probed { generation: profile.metadata.generation, inputs });
+    let remembered = state
+        .memo
+        .last
+        .lock()
+        .expect("memo lock")
+        .get(&oref)
+        .cloned();
+    let same_inputs = remembered
+        == Some(Probed {
+            generation: profile.metadata.generation,
+            inputs,
+        });
     if let (true, Some(elapsed)) = (same_inputs, since_last)
         && elapsed < interval
     {
@@ -191,7 +233,11 @@ async fn observe(profile: &LlmProfile, ns: &str, state: &State) -> Result<(Optio
             inputs,
         },
     );
-    let secret_name = spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()).map(|r| r.name.clone());
+    let secret_name = spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.secret_ref.as_ref())
+        .map(|r| r.name.clone());
     Ok((
         Some(Finding::Probed {
             url: request.url.clone(),
@@ -226,7 +272,9 @@ async fn write_status(
     (finding, next): (Option<Finding>, Option<Duration>),
     ctx: &Context,
 ) -> Result<Action> {
-    let requeue = next.map(Action::requeue).unwrap_or_else(|| Action::requeue(Duration::from_secs(300)));
+    let requeue = next
+        .map(Action::requeue)
+        .unwrap_or_else(|| Action::requeue(Duration::from_secs(300)));
     let Some(finding) = finding else {
         return Ok(requeue);
     };
@@ -264,9 +312,19 @@ async fn write_status(
     if let Some(nr) = new_ready
         && old_ready.map(|c| (&c.status, &c.reason)) != Some((&nr.status, &nr.reason))
     {
-        let type_ = if nr.status == "True" { EventType::Normal } else { EventType::Warning };
-        ctx.event(&profile.object_ref(&()), type_, &nr.reason, "Reconcile", nr.message.clone())
-            .await;
+        let type_ = if nr.status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        ctx.event(
+            &profile.object_ref(&()),
+            type_,
+            &nr.reason,
+            "Reconcile",
+            nr.message.clone(),
+        )
+        .await;
     }
     Ok(requeue)
 }

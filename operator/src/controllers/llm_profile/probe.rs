@@ -52,7 +52,11 @@ pub fn build_request(spec: &LlmProfileSpec, api_key: Option<&str>) -> ProbeReque
         spec.base_url.trim_end_matches('/'),
         path.trim_start_matches('/')
     );
-    let style = spec.auth.as_ref().map(|a| a.header_style).unwrap_or_default();
+    let style = spec
+        .auth
+        .as_ref()
+        .map(|a| a.header_style)
+        .unwrap_or_default();
     let mut headers: Vec<(String, String)> = spec
         .headers
         .iter()
@@ -63,7 +67,9 @@ pub fn build_request(spec: &LlmProfileSpec, api_key: Option<&str>) -> ProbeReque
     }
     if let Some(key) = api_key {
         match (spec.provider, style) {
-            (Provider::Anthropic, HeaderStyle::ApiKey) => headers.push(("x-api-key".into(), key.into())),
+            (Provider::Anthropic, HeaderStyle::ApiKey) => {
+                headers.push(("x-api-key".into(), key.into()))
+            }
             _ => headers.push(("authorization".into(), format!("Bearer {key}"))),
         }
     }
@@ -84,7 +90,10 @@ pub enum Outcome {
     /// Any other HTTP status: the endpoint answers but not as expected.
     UnexpectedStatus { status: u16, latency_ms: u64 },
     /// No HTTP answer: DNS, connect, TLS or timeout.
-    Unreachable { reason: &'static str, detail: String },
+    Unreachable {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 /// Classify an HTTP status.
@@ -173,12 +182,18 @@ mod tests {
     }
 
     fn header<'a>(r: &'a ProbeRequest, name: &str) -> Option<&'a str> {
-        r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]
     fn anthropic_bearer_uses_authorization_and_version() {
-        let r = build_request(&spec("anthropic", "https://api.anthropic.com/", "bearer"), Some("sk"));
+        let r = build_request(
+            &spec("anthropic", "https://api.anthropic.com/", "bearer"),
+            Some("sk"),
+        );
         assert_eq!(r.url, "https://api.anthropic.com/v1/models");
         assert_eq!(header(&r, "authorization"), Some("Bearer sk"));
         assert_eq!(header(&r, "x-api-key"), None);
@@ -189,7 +204,10 @@ mod tests {
 
     #[test]
     fn anthropic_api_key_style_uses_x_api_key_only() {
-        let r = build_request(&spec("anthropic", "https://api.anthropic.com", "apiKey"), Some("sk"));
+        let r = build_request(
+            &spec("anthropic", "https://api.anthropic.com", "apiKey"),
+            Some("sk"),
+        );
         assert_eq!(header(&r, "x-api-key"), Some("sk"));
         assert_eq!(header(&r, "authorization"), None);
     }
@@ -198,10 +216,17 @@ mod tests {
     fn openai_style_providers_list_models_under_the_base_url_with_bearer() {
         for provider in ["openai", "qwen", "openaiCompatible"] {
             let r = build_request(
-                &spec(provider, "https://dashscope.example/compatible-mode/v1", "apiKey"),
+                &spec(
+                    provider,
+                    "https://dashscope.example/compatible-mode/v1",
+                    "apiKey",
+                ),
                 Some("k"),
             );
-            assert_eq!(r.url, "https://dashscope.example/compatible-mode/v1/models", "{provider}");
+            assert_eq!(
+                r.url, "https://dashscope.example/compatible-mode/v1/models",
+                "{provider}"
+            );
             assert_eq!(header(&r, "authorization"), Some("Bearer k"), "{provider}");
             assert_eq!(header(&r, "anthropic-version"), None);
         }
@@ -215,19 +240,28 @@ mod tests {
         assert_eq!(r.url, "http://ollama.models.svc:11434/api/tags");
         assert_eq!(header(&r, "authorization"), None);
         s.base_url = "http://ollama.models.svc:11434/v1".into();
-        assert_eq!(build_request(&s, None).url, "http://ollama.models.svc:11434/v1/models");
+        assert_eq!(
+            build_request(&s, None).url,
+            "http://ollama.models.svc:11434/v1/models"
+        );
     }
 
     #[test]
     fn custom_path_overrides_default() {
         let mut s = spec("openai", "https://x.example/v1", "bearer");
         s.probe.as_mut().unwrap().path = Some("health".into());
-        assert_eq!(build_request(&s, Some("k")).url, "https://x.example/v1/health");
+        assert_eq!(
+            build_request(&s, Some("k")).url,
+            "https://x.example/v1/health"
+        );
     }
 
     #[test]
     fn debug_output_never_shows_the_key() {
-        let r = build_request(&spec("openai", "https://x.example/v1", "bearer"), Some("sk-secret-123"));
+        let r = build_request(
+            &spec("openai", "https://x.example/v1", "bearer"),
+            Some("sk-secret-123"),
+        );
         let shown = format!("{r:?}");
         assert!(!shown.contains("sk-secret-123"), "{shown}");
         assert!(shown.contains("authorization"));
@@ -236,9 +270,21 @@ mod tests {
     #[test]
     fn statuses_are_classified() {
         assert_eq!(classify_status(200, 5), Outcome::Ok { latency_ms: 5 });
-        assert!(matches!(classify_status(401, 1), Outcome::Unauthorized { status: 401, .. }));
-        assert!(matches!(classify_status(403, 1), Outcome::Unauthorized { status: 403, .. }));
-        assert!(matches!(classify_status(500, 1), Outcome::UnexpectedStatus { status: 500, .. }));
-        assert!(matches!(classify_status(404, 1), Outcome::UnexpectedStatus { status: 404, .. }));
+        assert!(matches!(
+            classify_status(401, 1),
+            Outcome::Unauthorized { status: 401, .. }
+        ));
+        assert!(matches!(
+            classify_status(403, 1),
+            Outcome::Unauthorized { status: 403, .. }
+        ));
+        assert!(matches!(
+            classify_status(500, 1),
+            Outcome::UnexpectedStatus { status: 500, .. }
+        ));
+        assert!(matches!(
+            classify_status(404, 1),
+            Outcome::UnexpectedStatus { status: 404, .. }
+        ));
     }
 }

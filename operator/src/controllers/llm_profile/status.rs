@@ -19,7 +19,11 @@ pub enum Finding {
     /// Usable; no probe configured.
     AcceptedUnprobed,
     /// Usable and probed just now.
-    Probed { url: String, outcome: Outcome, secret_name: Option<String> },
+    Probed {
+        url: String,
+        outcome: Outcome,
+        secret_name: Option<String>,
+    },
 }
 
 /// The conditions to upsert, and the ones to remove.
@@ -34,13 +38,25 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
         ),
         Finding::AcceptedUnprobed => (
             vec![
-                Desired::true_(ACCEPTED, "Resolved", "spec is valid and the API key Secret resolves"),
+                Desired::true_(
+                    ACCEPTED,
+                    "Resolved",
+                    "spec is valid and the API key Secret resolves",
+                ),
                 Desired::true_(READY, "Resolved", "profile resolved; no probe configured"),
             ],
             &PROBE_CONDITIONS,
         ),
-        Finding::Probed { url, outcome, secret_name } => {
-            let accepted = Desired::true_(ACCEPTED, "Resolved", "spec is valid and the API key Secret resolves");
+        Finding::Probed {
+            url,
+            outcome,
+            secret_name,
+        } => {
+            let accepted = Desired::true_(
+                ACCEPTED,
+                "Resolved",
+                "spec is valid and the API key Secret resolves",
+            );
             let key_hint = secret_name
                 .as_deref()
                 .map(|s| format!("check the API key in Secret {s:?}"))
@@ -48,33 +64,93 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
             let conds = match outcome {
                 Outcome::Ok { latency_ms } => vec![
                     accepted,
-                    Desired::true_(ENDPOINT_REACHABLE, "Reachable", format!("GET {url} answered in {latency_ms} ms")),
-                    Desired::true_(CREDENTIALS_VALID, "Accepted", "the endpoint accepted the API key"),
-                    Desired::true_(READY, "EndpointHealthy", format!("endpoint reachable and key accepted ({latency_ms} ms)")),
+                    Desired::true_(
+                        ENDPOINT_REACHABLE,
+                        "Reachable",
+                        format!("GET {url} answered in {latency_ms} ms"),
+                    ),
+                    Desired::true_(
+                        CREDENTIALS_VALID,
+                        "Accepted",
+                        "the endpoint accepted the API key",
+                    ),
+                    Desired::true_(
+                        READY,
+                        "EndpointHealthy",
+                        format!("endpoint reachable and key accepted ({latency_ms} ms)"),
+                    ),
                 ],
                 Outcome::Unauthorized { status, .. } => vec![
                     accepted,
-                    Desired::true_(ENDPOINT_REACHABLE, "Reachable", format!("GET {url} answered HTTP {status}")),
-                    Desired::false_(CREDENTIALS_VALID, "Unauthorized", format!("the endpoint refused the API key (HTTP {status}): {key_hint}")),
-                    Desired::false_(READY, "CredentialsInvalid", format!("the endpoint refused the API key (HTTP {status}): {key_hint}")),
+                    Desired::true_(
+                        ENDPOINT_REACHABLE,
+                        "Reachable",
+                        format!("GET {url} answered HTTP {status}"),
+                    ),
+                    Desired::false_(
+                        CREDENTIALS_VALID,
+                        "Unauthorized",
+                        format!("the endpoint refused the API key (HTTP {status}): {key_hint}"),
+                    ),
+                    Desired::false_(
+                        READY,
+                        "CredentialsInvalid",
+                        format!("the endpoint refused the API key (HTTP {status}): {key_hint}"),
+                    ),
                 ],
                 Outcome::UnexpectedStatus { status, .. } if *status >= 500 => vec![
                     accepted,
-                    Desired::false_(ENDPOINT_REACHABLE, "ServerError", format!("GET {url} answered HTTP {status}: the endpoint is failing")),
-                    Desired::unknown(CREDENTIALS_VALID, "NotChecked", "the endpoint did not answer normally"),
-                    Desired::false_(READY, "EndpointUnhealthy", format!("GET {url} answered HTTP {status}")),
+                    Desired::false_(
+                        ENDPOINT_REACHABLE,
+                        "ServerError",
+                        format!("GET {url} answered HTTP {status}: the endpoint is failing"),
+                    ),
+                    Desired::unknown(
+                        CREDENTIALS_VALID,
+                        "NotChecked",
+                        "the endpoint did not answer normally",
+                    ),
+                    Desired::false_(
+                        READY,
+                        "EndpointUnhealthy",
+                        format!("GET {url} answered HTTP {status}"),
+                    ),
                 ],
                 Outcome::UnexpectedStatus { status, .. } => vec![
                     accepted,
-                    Desired::true_(ENDPOINT_REACHABLE, "Reachable", format!("GET {url} answered HTTP {status}")),
-                    Desired::unknown(CREDENTIALS_VALID, "NotChecked", format!("HTTP {status} says nothing about the key")),
-                    Desired::false_(READY, "UnexpectedStatus", format!("GET {url} answered HTTP {status}: check baseUrl and probe.path")),
+                    Desired::true_(
+                        ENDPOINT_REACHABLE,
+                        "Reachable",
+                        format!("GET {url} answered HTTP {status}"),
+                    ),
+                    Desired::unknown(
+                        CREDENTIALS_VALID,
+                        "NotChecked",
+                        format!("HTTP {status} says nothing about the key"),
+                    ),
+                    Desired::false_(
+                        READY,
+                        "UnexpectedStatus",
+                        format!("GET {url} answered HTTP {status}: check baseUrl and probe.path"),
+                    ),
                 ],
                 Outcome::Unreachable { reason, detail } => vec![
                     accepted,
-                    Desired::false_(ENDPOINT_REACHABLE, *reason, format!("GET {url} failed: {detail}")),
-                    Desired::unknown(CREDENTIALS_VALID, "NotChecked", "the endpoint could not be reached"),
-                    Desired::false_(READY, "EndpointUnreachable", format!("GET {url} failed: {detail}")),
+                    Desired::false_(
+                        ENDPOINT_REACHABLE,
+                        *reason,
+                        format!("GET {url} failed: {detail}"),
+                    ),
+                    Desired::unknown(
+                        CREDENTIALS_VALID,
+                        "NotChecked",
+                        "the endpoint could not be reached",
+                    ),
+                    Desired::false_(
+                        READY,
+                        "EndpointUnreachable",
+                        format!("GET {url} failed: {detail}"),
+                    ),
                 ],
             };
             (conds, &[])
@@ -98,7 +174,11 @@ mod tests {
     use crate::conditions::Status;
 
     fn ready(f: &Finding) -> Desired {
-        conditions(f).0.into_iter().find(|d| d.type_ == READY).unwrap()
+        conditions(f)
+            .0
+            .into_iter()
+            .find(|d| d.type_ == READY)
+            .unwrap()
     }
 
     fn probed(outcome: Outcome) -> Finding {
@@ -130,7 +210,10 @@ mod tests {
 
     #[test]
     fn unauthorized_marks_credentials_invalid_and_names_the_secret() {
-        let f = probed(Outcome::Unauthorized { status: 401, latency_ms: 3 });
+        let f = probed(Outcome::Unauthorized {
+            status: 401,
+            latency_ms: 3,
+        });
         let (d, _) = conditions(&f);
         let creds = d.iter().find(|c| c.type_ == CREDENTIALS_VALID).unwrap();
         assert_eq!(creds.status, Status::False);
@@ -142,14 +225,26 @@ mod tests {
 
     #[test]
     fn unreachable_and_server_errors_mark_endpoint_unreachable() {
-        let f = probed(Outcome::Unreachable { reason: "Timeout", detail: "no answer within 3s".into() });
+        let f = probed(Outcome::Unreachable {
+            reason: "Timeout",
+            detail: "no answer within 3s".into(),
+        });
         let (d, _) = conditions(&f);
         let reach = d.iter().find(|c| c.type_ == ENDPOINT_REACHABLE).unwrap();
-        assert_eq!((reach.status, reach.reason.as_str()), (Status::False, "Timeout"));
+        assert_eq!(
+            (reach.status, reach.reason.as_str()),
+            (Status::False, "Timeout")
+        );
         assert_eq!(ready(&f).reason, "EndpointUnreachable");
-        let f = probed(Outcome::UnexpectedStatus { status: 503, latency_ms: 1 });
+        let f = probed(Outcome::UnexpectedStatus {
+            status: 503,
+            latency_ms: 1,
+        });
         assert_eq!(ready(&f).reason, "EndpointUnhealthy");
-        let f = probed(Outcome::UnexpectedStatus { status: 404, latency_ms: 1 });
+        let f = probed(Outcome::UnexpectedStatus {
+            status: 404,
+            latency_ms: 1,
+        });
         assert_eq!(ready(&f).reason, "UnexpectedStatus");
     }
 }

@@ -27,13 +27,17 @@ pub fn validate_spec(spec: &LlmProfileSpec) -> Result<(), Problem> {
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(Problem::new(
                 "InvalidHeader",
-                format!("headers: {name:?} is not a valid HTTP header name (letters, digits and -)"),
+                format!(
+                    "headers: {name:?} is not a valid HTTP header name (letters, digits and -)"
+                ),
             ));
         }
         if reqwest::header::HeaderValue::from_str(value).is_err() {
             return Err(Problem::new(
                 "InvalidHeader",
-                format!("headers: the value of {name:?} contains characters not allowed in HTTP headers"),
+                format!(
+                    "headers: the value of {name:?} contains characters not allowed in HTTP headers"
+                ),
             ));
         }
     }
@@ -41,7 +45,9 @@ pub fn validate_spec(spec: &LlmProfileSpec) -> Result<(), Problem> {
         if !is_env_name(name) {
             return Err(Problem::new(
                 "InvalidEnv",
-                format!("env: {name:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"),
+                format!(
+                    "env: {name:?} is not a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*)"
+                ),
             ));
         }
     }
@@ -85,7 +91,10 @@ pub fn secret_value(
     match merged.remove(reference.key.as_str()) {
         Some(v) if v.iter().all(u8::is_ascii_whitespace) => Err(Problem::new(
             "SecretKeyEmpty",
-            format!("key {:?} of Secret {:?} is empty: put {what} there", reference.key, reference.name),
+            format!(
+                "key {:?} of Secret {:?} is empty: put {what} there",
+                reference.key, reference.name
+            ),
         )),
         Some(v) => Ok(trim_ascii(v)),
         None => {
@@ -158,7 +167,10 @@ mod tests {
     #[test]
     fn value_is_trimmed() {
         let s = secret(&[("api-key", "sk-abc\n")]);
-        assert_eq!(secret_value(&key_ref(), Some(&s), "ns", "k").unwrap(), b"sk-abc");
+        assert_eq!(
+            secret_value(&key_ref(), Some(&s), "ns", "k").unwrap(),
+            b"sk-abc"
+        );
     }
 
     #[test]
