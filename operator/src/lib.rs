@@ -7,3 +7,10 @@ pub mod controller;
 pub mod controllers;
 pub mod crdgen;
 pub mod runtime;
+
+/// Install ring as the process-wide TLS crypto provider. kube and reqwest both use rustls; once a
+/// second provider is compiled in (object storage clients bring aws-lc), rustls can no longer pick
+/// one by itself, so every entry point calls this first. Calling it again is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -32,6 +32,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    aienv::install_crypto_provider();
     match cli.command {
         Command::Operator(args) => {
             runtime::telemetry::init();

@@ -2,4 +2,6 @@
 //! `scripts/testenv up` starts on loopback (control plane, PostgreSQL, S3, GCS).
 #![forbid(unsafe_code)]
 
+pub mod llm_server;
+pub mod operator;
 pub mod testenv;

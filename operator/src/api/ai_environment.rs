@@ -73,7 +73,7 @@ pub struct LlmBinding {
     pub profile_ref: String,
     /// LlmProfile names to fail over to, in order, when the active profile's probe fails.
     #[serde(default)]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253)))]
     pub fallbacks: Vec<String>,
     /// Agent harnesses to render the profile for.
     #[serde(default = "default_harnesses")]
@@ -178,6 +178,7 @@ pub struct NetworkPolicySpec {
     pub enabled: bool,
     /// CIDRs the agents may reach the LLM at on `llmPort`. Empty means anywhere (stated in status).
     #[serde(default)]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
     pub llm_egress_cidrs: Vec<String>,
     /// Port of the LLM endpoint.
     #[serde(default = "default_llm_port")]

@@ -69,6 +69,7 @@ pub struct LlmProfileSpec {
     pub auth: Option<Auth>,
     /// Extra HTTP headers sent with every request. Never put credentials here: use auth.secretRef.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new(
         "self.all(k, !(k.lowerAscii() in ['authorization', 'x-api-key', 'api-key', 'proxy-authorization']))"
     ).message("headers may not carry credentials (Authorization, x-api-key, api-key): put the key in a Secret and reference it from auth.secretRef"))]
@@ -86,6 +87,7 @@ pub struct LlmProfileSpec {
     pub tls: Option<Tls>,
     /// Extra non-secret environment variables rendered for the agents.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 128))]
     pub env: BTreeMap<String, String>,
     /// Optional live check of the endpoint (GET the provider's models list).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
-    Client,
+    Api, Client, Resource,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
@@ -12,13 +13,20 @@ use super::{clock::Clock, metrics::Metrics};
 
 pub struct Context {
     pub client: Client,
+    /// Watch only this namespace (`--watch-namespace`); all namespaces when None.
+    pub namespace: Option<String>,
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Metrics, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+        metrics: Metrics,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "aienv-operator".into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -26,8 +34,21 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            namespace,
             metrics,
             clock,
+        }
+    }
+
+    /// An Api over the watched scope: one namespace, or the whole cluster.
+    pub fn watched<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
         }
     }
 

@@ -94,6 +94,13 @@ impl Metrics {
             .inc();
     }
 
+    /// Reconciles started so far (tests and benchmarks read this).
+    pub fn reconciles(&self, controller: &'static str) -> u64 {
+        self.reconciles
+            .get_or_create(&ControllerLabel { controller })
+            .get()
+    }
+
     /// Status writes so far (tests and benchmarks read this).
     pub fn status_writes(&self, controller: &'static str) -> u64 {
         self.status_writes

@@ -40,6 +40,9 @@ pub struct OperatorArgs {
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
     pub lease_duration_seconds: u64,
+    /// Watch only this namespace instead of the whole cluster.
+    #[arg(long, env = "AIENV_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
     /// How long to wait for the CRDs to be established before giving up.
     #[arg(long, default_value_t = 120)]
     pub crd_wait_seconds: u64,
@@ -72,7 +75,12 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     )
     .await?;
     ready.store(true, Ordering::SeqCst);
-    let ctx = Arc::new(Context::new(client.clone(), metrics, Arc::new(SystemClock)));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        args.watch_namespace.clone(),
+        metrics,
+        Arc::new(SystemClock),
+    ));
 
     if args.leader_elect {
         leader::run_while_leader(client, &args, stop_rx.clone(), move |lost| {

@@ -59,9 +59,8 @@ pub struct State {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let client = ctx.client.clone();
-    let profiles = Api::<Guarded>::all(client.clone());
-    let secrets = Api::<PartialObjectMeta<Secret>>::all(client.clone());
+    let profiles = ctx.watched::<Guarded>();
+    let secrets = ctx.watched::<PartialObjectMeta<Secret>>();
     let controller = Controller::new(profiles, watcher::Config::default().any_semantic());
     let store = controller.store();
     let state = Arc::new(State {

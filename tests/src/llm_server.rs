@@ -1,0 +1,94 @@
+//! A loopback HTTP server that answers like an LLM provider's models endpoint, for probe tests.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    routing::get,
+};
+
+/// What the server saw and how it answers.
+#[derive(Default)]
+pub struct Seen {
+    /// (authorization, x-api-key) of every request.
+    pub auth_headers: Vec<(Option<String>, Option<String>)>,
+}
+
+pub struct FakeLlm {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Seen>>,
+    /// The key the server accepts (as Bearer or x-api-key).
+    pub accepted_key: Arc<Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeLlm {
+    /// Start on 127.0.0.1 with a random port. Serves GET /v1/models and /models.
+    pub async fn start(accepted_key: &str) -> anyhow::Result<Self> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let accepted = Arc::new(Mutex::new(accepted_key.to_string()));
+        let state = (seen.clone(), accepted.clone());
+        let app = Router::new()
+            .route("/v1/models", get(models))
+            .route("/models", get(models))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            addr,
+            seen,
+            accepted_key: accepted,
+            task,
+        })
+    }
+
+    /// Base URL as a profile would hold it (`http://localhost:PORT`, which the CRD admits).
+    pub fn base_url(&self) -> String {
+        format!("http://localhost:{}", self.addr.port())
+    }
+
+    pub fn requests(&self) -> usize {
+        self.seen.lock().unwrap().auth_headers.len()
+    }
+}
+
+impl Drop for FakeLlm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type AppState = (Arc<Mutex<Seen>>, Arc<Mutex<String>>);
+
+async fn models(
+    State((seen, accepted)): State<AppState>,
+    headers: HeaderMap,
+) -> (StatusCode, &'static str) {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (auth, api_key) = (h("authorization"), h("x-api-key"));
+    seen.lock()
+        .unwrap()
+        .auth_headers
+        .push((auth.clone(), api_key.clone()));
+    let key = accepted.lock().unwrap().clone();
+    let ok = auth.as_deref() == Some(&format!("Bearer {key}"))
+        || api_key.as_deref() == Some(key.as_str());
+    if ok {
+        (StatusCode::OK, r#"{"data":[{"id":"test-model"}]}"#)
+    } else {
+        (StatusCode::UNAUTHORIZED, r#"{"error":"invalid api key"}"#)
+    }
+}

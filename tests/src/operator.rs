@@ -1,0 +1,101 @@
+//! Run aienv's CRDs and controllers in-process against the test control plane.
+
+use std::{sync::Arc, time::Duration};
+
+use aienv::controller::{Context, clock::SystemClock, metrics::Metrics};
+use anyhow::Result;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use prometheus_client::registry::Registry;
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::testenv::wait_for;
+
+/// Server-side apply every aienv CRD and wait until all are Established. Idempotent, so every test
+/// binary can call it.
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in aienv::crdgen::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("aienv-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    for crd in aienv::crdgen::all() {
+        let name = crd.metadata.name.clone().unwrap();
+        let api = api.clone();
+        wait_for(
+            Duration::from_secs(30),
+            &format!("CRD {name} Established"),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let crd = api.get(&name).await?;
+                    let ok = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    });
+                    Ok(ok.then_some(()))
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Controllers running in this process, scoped to one namespace so parallel tests do not share
+/// objects. Stop them with [`RunningControllers::stop`].
+pub struct RunningControllers {
+    pub ctx: Arc<Context>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// Which controllers to start.
+#[derive(Clone, Copy, Debug)]
+pub enum Which {
+    LlmProfile,
+}
+
+pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningControllers {
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Some(namespace.to_string()),
+        metrics,
+        Arc::new(SystemClock),
+    ));
+    let (stop, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for w in which {
+        let shutdown = aienv::runtime::stopped(rx.clone());
+        match w {
+            Which::LlmProfile => tasks.push(tokio::spawn(aienv::controllers::llm_profile::run(
+                ctx.clone(),
+                shutdown,
+            ))),
+        }
+    }
+    let handle = tokio::spawn(async move {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    RunningControllers { ctx, stop, handle }
+}
+
+impl RunningControllers {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
+    }
+}

@@ -1,0 +1,350 @@
+//! The LlmProfile controller against the real control plane: Secret resolution, live probes
+//! against loopback HTTP servers, Events, and zero writes when nothing changes.
+
+use std::time::Duration;
+
+use aienv::{api::llm_profile::LlmProfile, controllers::llm_profile::CONTROLLER};
+use aienv_tests::{
+    llm_server::FakeLlm,
+    operator::{self, Which, install_crds},
+    testenv::{TestNamespace, require_env, wait_for},
+};
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn condition(p: &LlmProfile, type_: &str) -> Option<(String, String, String)> {
+    p.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Wait until the profile's condition `type_` has `status` and `reason`; returns the profile.
+async fn wait_condition(
+    api: &Api<LlmProfile>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<LlmProfile> {
+    let what = format!("{name}: {type_}={status} ({reason})");
+    let res = wait_for(WAIT, &what, || async {
+        let p = api.get(name).await?;
+        Ok(condition(&p, type_)
+            .filter(|(s, r, _)| s == status && r == reason)
+            .map(|_| p))
+    })
+    .await;
+    if res.is_err() {
+        let p = api.get(name).await?;
+        eprintln!("last status of {name}: {:#?}", p.status);
+    }
+    res
+}
+
+async fn apply_profile(
+    api: &Api<LlmProfile>,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    let obj = serde_json::json!({
+        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "LlmProfile",
+        "metadata": {"name": name}, "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
+    let api: Api<Secret> = ns.api();
+    let obj = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+    });
+    // Replace the whole data so removed keys disappear.
+    if api.get_opt(name).await?.is_some() {
+        api.delete(name, &Default::default()).await?;
+        wait_for(WAIT, "secret deleted", || async {
+            Ok(api.get_opt(name).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+    api.create(&PostParams::default(), &serde_json::from_value(obj)?)
+        .await?;
+    Ok(())
+}
+
+async fn setup(
+    prefix: &str,
+) -> anyhow::Result<Option<(kube::Client, TestNamespace, operator::RunningControllers)>> {
+    let Some(env) = require_env() else {
+        return Ok(None);
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, prefix).await?;
+    let ctrl = operator::start(&client, ns.name(), &[Which::LlmProfile]);
+    Ok(Some((client, ns, ctrl)))
+}
+
+/// Every Event of the namespace, as text, to check for leaked secrets and reasons.
+async fn events_text(ns: &TestNamespace) -> anyhow::Result<String> {
+    let api: Api<Event> = ns.api();
+    let list = api.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e.reason.clone().unwrap_or_default(),
+                e.type_.clone().unwrap_or_default(),
+                e.note.clone().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
+
+#[tokio::test]
+async fn missing_secret_then_missing_key_then_resolved() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("llmp-secret").await? else {
+        return Ok(());
+    };
+    let api: Api<LlmProfile> = ns.api();
+    apply_profile(&api, "claude", serde_json::json!({
+        "provider": "anthropic", "baseUrl": "https://api.anthropic.com", "model": "claude-sonnet-4-5",
+        "auth": {"secretRef": {"name": "anthropic", "key": "api-key"}},
+    }))
+    .await?;
+
+    let p = wait_condition(&api, "claude", "Ready", "False", "SecretNotFound").await?;
+    let (_, _, msg) = condition(&p, "Ready").unwrap();
+    assert!(
+        msg.contains("\"anthropic\"") && msg.contains("\"api-key\""),
+        "{msg}"
+    );
+    assert_eq!(condition(&p, "Accepted").unwrap().0, "False");
+    assert_eq!(
+        p.status.as_ref().unwrap().observed_generation,
+        p.metadata.generation
+    );
+
+    // The Secret appears, but with the wrong key: the Secret watch re-reconciles the profile.
+    put_secret(&ns, "anthropic", &[("token", "sk-ant-never-shown")]).await?;
+    let p = wait_condition(&api, "claude", "Ready", "False", "SecretKeyNotFound").await?;
+    let (_, _, msg) = condition(&p, "Ready").unwrap();
+    assert!(
+        msg.contains("token"),
+        "lists the keys the Secret has: {msg}"
+    );
+
+    // Fixed: no probe configured, so the profile is Ready once the key resolves.
+    put_secret(&ns, "anthropic", &[("api-key", "sk-ant-never-shown")]).await?;
+    let p = wait_condition(&api, "claude", "Ready", "True", "Resolved").await?;
+    assert!(condition(&p, "EndpointReachable").is_none());
+
+    let text = serde_json::to_string(&p)? + &events_text(&ns).await?;
+    assert!(
+        !text.contains("sk-ant-never-shown"),
+        "the key leaked into status or events"
+    );
+    assert!(
+        events_text(&ns).await?.contains("SecretNotFound"),
+        "a Warning Event says what is wrong"
+    );
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn probe_ok_then_401_after_key_rotation_then_ok_again() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("llmp-probe").await? else {
+        return Ok(());
+    };
+    let server = FakeLlm::start("sk-good-123").await?;
+    let api: Api<LlmProfile> = ns.api();
+    put_secret(&ns, "llm-key", &[("key", "sk-good-123")]).await?;
+    apply_profile(&api, "qwen", serde_json::json!({
+        "provider": "openaiCompatible", "baseUrl": format!("{}/v1", server.base_url()), "model": "qwen3-coder",
+        "auth": {"secretRef": {"name": "llm-key", "key": "key"}},
+        "probe": {"intervalSeconds": 3600, "timeoutSeconds": 5},
+    }))
+    .await?;
+
+    let p = wait_condition(&api, "qwen", "Ready", "True", "EndpointHealthy").await?;
+    assert_eq!(condition(&p, "EndpointReachable").unwrap().0, "True");
+    assert_eq!(condition(&p, "CredentialsValid").unwrap().0, "True");
+    let status = p.status.clone().unwrap();
+    assert!(status.latency_ms.is_some() && status.last_probe_time.is_some());
+    let seen = server.seen.lock().unwrap().auth_headers.clone();
+    assert_eq!(
+        seen.last().unwrap().0.as_deref(),
+        Some("Bearer sk-good-123"),
+        "OpenAI-style bearer auth"
+    );
+
+    // Rotate to a key the endpoint refuses: the Secret change re-probes at once, despite the
+    // hour-long interval.
+    put_secret(&ns, "llm-key", &[("key", "sk-revoked-456")]).await?;
+    let p = wait_condition(&api, "qwen", "CredentialsValid", "False", "Unauthorized").await?;
+    assert_eq!(condition(&p, "Ready").unwrap().1, "CredentialsInvalid");
+    assert!(
+        condition(&p, "Ready").unwrap().2.contains("llm-key"),
+        "names the Secret to fix"
+    );
+    assert_eq!(condition(&p, "EndpointReachable").unwrap().0, "True");
+
+    // The endpoint now accepts the rotated key; editing the spec (new generation) re-probes.
+    *server.accepted_key.lock().unwrap() = "sk-revoked-456".into();
+    apply_profile(&api, "qwen", serde_json::json!({
+        "provider": "openaiCompatible", "baseUrl": format!("{}/v1", server.base_url()), "model": "qwen3-coder-plus",
+        "auth": {"secretRef": {"name": "llm-key", "key": "key"}},
+        "probe": {"intervalSeconds": 3600, "timeoutSeconds": 5},
+    }))
+    .await?;
+    wait_condition(&api, "qwen", "Ready", "True", "EndpointHealthy").await?;
+
+    let everything = serde_json::to_string(&api.get("qwen").await?)? + &events_text(&ns).await?;
+    for key in ["sk-good-123", "sk-revoked-456"] {
+        assert!(
+            !everything.contains(key),
+            "key {key} leaked into status or events"
+        );
+    }
+    let events = events_text(&ns).await?;
+    assert!(
+        events.contains("CredentialsInvalid") && events.contains("EndpointHealthy"),
+        "{events}"
+    );
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn anthropic_api_key_style_sends_x_api_key() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("llmp-xkey").await? else {
+        return Ok(());
+    };
+    let server = FakeLlm::start("sk-ant-xyz").await?;
+    let api: Api<LlmProfile> = ns.api();
+    put_secret(&ns, "ant", &[("k", "sk-ant-xyz")]).await?;
+    apply_profile(
+        &api,
+        "claude",
+        serde_json::json!({
+            "provider": "anthropic", "baseUrl": server.base_url(), "model": "claude-sonnet-4-5",
+            "auth": {"secretRef": {"name": "ant", "key": "k"}, "headerStyle": "apiKey"},
+            "probe": {"intervalSeconds": 3600},
+        }),
+    )
+    .await?;
+    wait_condition(&api, "claude", "Ready", "True", "EndpointHealthy").await?;
+    let seen = server.seen.lock().unwrap().auth_headers.clone();
+    assert_eq!(
+        seen.last().unwrap(),
+        &(None, Some("sk-ant-xyz".to_string())),
+        "x-api-key only, no bearer"
+    );
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_reported() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("llmp-down").await? else {
+        return Ok(());
+    };
+    // A port that was just free and is now closed.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let api: Api<LlmProfile> = ns.api();
+    apply_profile(&api, "local", serde_json::json!({
+        "provider": "ollama", "baseUrl": format!("http://127.0.0.1:{port}/v1"), "model": "qwen3-coder",
+        "probe": {"intervalSeconds": 3600, "timeoutSeconds": 3},
+    }))
+    .await?;
+    let p = wait_condition(&api, "local", "EndpointReachable", "False", "Unreachable").await?;
+    assert_eq!(condition(&p, "Ready").unwrap().1, "EndpointUnreachable");
+    assert_eq!(condition(&p, "CredentialsValid").unwrap().0, "Unknown");
+    assert!(
+        condition(&p, "Ready")
+            .unwrap()
+            .2
+            .contains(&format!("127.0.0.1:{port}"))
+    );
+    assert!(p.status.unwrap().latency_ms.is_none());
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn steady_profile_costs_zero_writes_over_many_reconciles() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("llmp-steady").await? else {
+        return Ok(());
+    };
+    let server = FakeLlm::start("k").await?;
+    let api: Api<LlmProfile> = ns.api();
+    put_secret(&ns, "key", &[("k", "k")]).await?;
+    apply_profile(
+        &api,
+        "steady",
+        serde_json::json!({
+            "provider": "openai", "baseUrl": format!("{}/v1", server.base_url()), "model": "gpt-5",
+            "auth": {"secretRef": {"name": "key", "key": "k"}},
+            "probe": {"intervalSeconds": 3600},
+        }),
+    )
+    .await?;
+    let before = wait_condition(&api, "steady", "Ready", "True", "EndpointHealthy").await?;
+    // Let any in-flight reconcile settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = &ctrl.ctx.metrics;
+    let writes = metrics.status_writes(CONTROLLER);
+    let reconciles = metrics.reconciles(CONTROLLER);
+    let probes = server.requests();
+
+    // Ten metadata-only touches: each triggers a reconcile, none changes what the profile means.
+    for i in 0..10 {
+        let patch = serde_json::json!({"metadata": {"annotations": {"test/touch": i.to_string()}}});
+        api.patch("steady", &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for(WAIT, "ten more reconciles", || async {
+        Ok((metrics.reconciles(CONTROLLER) >= reconciles + 5).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = api.get("steady").await?;
+    assert_eq!(
+        metrics.status_writes(CONTROLLER),
+        writes,
+        "a steady profile must not write its status"
+    );
+    assert_eq!(
+        after.status, before.status,
+        "status unchanged, timestamps included"
+    );
+    assert_eq!(
+        server.requests(),
+        probes,
+        "no probe before the interval is due"
+    );
+    ctrl.stop().await;
+    ns.cleanup().await
+}
