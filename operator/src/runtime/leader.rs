@@ -27,7 +27,10 @@ where
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".to_string());
-    let identity = identity();
+    let identity = args
+        .leader_election_identity
+        .clone()
+        .unwrap_or_else(default_identity);
     let duration = args.lease_duration_seconds;
     let manager = LeaseManagerBuilder::new(client, &args.leader_election_lease)
         .with_namespace(&namespace)
@@ -78,7 +81,7 @@ where
     Ok(())
 }
 
-fn identity() -> String {
+fn default_identity() -> String {
     let base = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "aienv".to_string());

@@ -34,6 +34,9 @@ pub struct OperatorArgs {
     /// Namespace of the leader-election Lease (defaults to POD_NAMESPACE, then "default").
     #[arg(long, env = "AIENV_LEADER_ELECTION_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
+    /// This replica's identity in the Lease (defaults to POD_NAME or HOSTNAME, plus the PID).
+    #[arg(long, env = "AIENV_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "aienv-operator-leader")]
     pub leader_election_lease: String,
