@@ -1,3 +1,4 @@
 //! One module per kind: resolve → validate → build → apply → status.
 
+pub mod ai_environment;
 pub mod llm_profile;

@@ -1,0 +1,3 @@
+//! AiEnvironment controller.
+
+pub mod render;
