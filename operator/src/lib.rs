@@ -6,6 +6,7 @@ pub mod conditions;
 pub mod controller;
 pub mod controllers;
 pub mod crdgen;
+pub mod memory;
 pub mod runtime;
 
 /// Install ring as the process-wide TLS crypto provider. kube and reqwest both use rustls; once a

@@ -1,0 +1,274 @@
+//! Per-store DDL built from validated numbers only: the embedding column's dimension and the vector
+//! index with the operator class for the metric. Pure: no IO. Integers are formatted; no string from
+//! a user ever reaches the SQL text.
+
+use crate::api::memory_store::{MAX_INDEXED_DIMENSIONS, MemoryStoreSpec, Metric};
+
+/// Prefix of every vector index the operator creates on `memories.embedding`.
+pub const INDEX_PREFIX: &str = "memories_embedding_";
+
+/// The index the spec asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexKind {
+    Hnsw { m: u32, ef_construction: u32 },
+    IvfFlat { lists: u32 },
+}
+
+/// The validated layout of one store's embedding column and index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreLayout {
+    pub dimensions: u32,
+    pub model: String,
+    pub metric: Metric,
+    pub index: IndexKind,
+    /// Query-time candidate list (hnsw.ef_search) or lists probed (ivfflat.probes).
+    pub search_breadth: u32,
+}
+
+/// Why a spec cannot be turned into DDL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutProblem(pub String);
+
+impl StoreLayout {
+    /// Validate the numbers the DDL is built from (the CRD's schema checks them too; this is the
+    /// last line before SQL).
+    pub fn from_spec(spec: &MemoryStoreSpec) -> Result<Self, LayoutProblem> {
+        let e = &spec.embedding;
+        if e.dimensions == 0 || e.dimensions > MAX_INDEXED_DIMENSIONS {
+            return Err(LayoutProblem(format!(
+                "embedding.dimensions {} is outside 1..={MAX_INDEXED_DIMENSIONS}",
+                e.dimensions
+            )));
+        }
+        if e.model.trim().is_empty() {
+            return Err(LayoutProblem("embedding.model is empty".into()));
+        }
+        let (index, search_breadth) = match (&spec.index.hnsw, &spec.index.ivfflat) {
+            (Some(h), None) => {
+                if !(2..=100).contains(&h.m) {
+                    return Err(LayoutProblem(format!(
+                        "index.hnsw.m {} is outside 2..=100",
+                        h.m
+                    )));
+                }
+                if !(4..=1000).contains(&h.ef_construction) || h.ef_construction < 2 * h.m {
+                    return Err(LayoutProblem(format!(
+                        "index.hnsw.efConstruction {} must be in 4..=1000 and at least 2 * m ({})",
+                        h.ef_construction,
+                        2 * h.m
+                    )));
+                }
+                if !(1..=1000).contains(&h.ef_search) {
+                    return Err(LayoutProblem(format!(
+                        "index.hnsw.efSearch {} is outside 1..=1000",
+                        h.ef_search
+                    )));
+                }
+                (
+                    IndexKind::Hnsw {
+                        m: h.m,
+                        ef_construction: h.ef_construction,
+                    },
+                    h.ef_search,
+                )
+            }
+            (None, Some(i)) => {
+                if !(1..=32768).contains(&i.lists) || !(1..=32768).contains(&i.probes) {
+                    return Err(LayoutProblem(format!(
+                        "index.ivfflat lists {} and probes {} must be in 1..=32768",
+                        i.lists, i.probes
+                    )));
+                }
+                (IndexKind::IvfFlat { lists: i.lists }, i.probes.min(i.lists))
+            }
+            _ => {
+                return Err(LayoutProblem(
+                    "set exactly one of index.hnsw or index.ivfflat".into(),
+                ));
+            }
+        };
+        Ok(Self {
+            dimensions: e.dimensions,
+            model: e.model.clone(),
+            metric: e.metric,
+            index,
+            search_breadth,
+        })
+    }
+
+    /// `ALTER TABLE` typing the (still untyped or same-typed) embedding column as vector(N).
+    pub fn type_column(&self) -> String {
+        format!(
+            "ALTER TABLE memories ALTER COLUMN embedding TYPE vector({0}) USING embedding::vector({0})",
+            self.dimensions
+        )
+    }
+
+    /// Name of the index for this layout: every parameter is in it, so a changed parameter means a
+    /// new index (built concurrently) and the old one dropped after.
+    pub fn index_name(&self) -> String {
+        let metric = metric_tag(self.metric);
+        match self.index {
+            IndexKind::Hnsw { m, ef_construction } => {
+                format!("{INDEX_PREFIX}hnsw_{metric}_m{m}_efc{ef_construction}")
+            }
+            IndexKind::IvfFlat { lists } => format!("{INDEX_PREFIX}ivfflat_{metric}_l{lists}"),
+        }
+    }
+
+    /// `CREATE INDEX CONCURRENTLY` for this layout (must run outside a transaction).
+    pub fn create_index(&self) -> String {
+        let ops = operator_class(self.metric);
+        let name = self.index_name();
+        match self.index {
+            IndexKind::Hnsw { m, ef_construction } => format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {ef_construction})"
+            ),
+            IndexKind::IvfFlat { lists } => format!(
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING ivfflat (embedding {ops}) WITH (lists = {lists})"
+            ),
+        }
+    }
+
+    pub fn index_kind_name(&self) -> &'static str {
+        match self.index {
+            IndexKind::Hnsw { .. } => "hnsw",
+            IndexKind::IvfFlat { .. } => "ivfflat",
+        }
+    }
+}
+
+/// `DROP INDEX CONCURRENTLY` of an index the operator made. `name` must come from the catalog and
+/// carry [`INDEX_PREFIX`]; it is quoted as an identifier.
+pub fn drop_index(name: &str) -> Option<String> {
+    (name.starts_with(INDEX_PREFIX)
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
+    .then(|| format!("DROP INDEX CONCURRENTLY IF EXISTS \"{name}\""))
+}
+
+/// pgvector operator class for a metric.
+pub fn operator_class(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cosine => "vector_cosine_ops",
+        Metric::L2 => "vector_l2_ops",
+        Metric::InnerProduct => "vector_ip_ops",
+    }
+}
+
+/// pgvector distance operator for a metric (what the index serves).
+pub fn distance_operator(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cosine => "<=>",
+        Metric::L2 => "<->",
+        Metric::InnerProduct => "<#>",
+    }
+}
+
+/// Short stable name of a metric, as recorded in `aienv_store_config`.
+pub fn metric_tag(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Cosine => "cosine",
+        Metric::L2 => "l2",
+        Metric::InnerProduct => "ip",
+    }
+}
+
+pub fn metric_from_tag(tag: &str) -> Option<Metric> {
+    match tag {
+        "cosine" => Some(Metric::Cosine),
+        "l2" => Some(Metric::L2),
+        "ip" => Some(Metric::InnerProduct),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::memory_store::{Hnsw, IvfFlat, VectorIndex};
+
+    fn spec(yaml: &str) -> MemoryStoreSpec {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn default_spec_is_768_cosine_hnsw() {
+        let l = StoreLayout::from_spec(&spec("mode: managed\n")).unwrap();
+        assert_eq!(l.dimensions, 768);
+        assert_eq!(
+            l.type_column(),
+            "ALTER TABLE memories ALTER COLUMN embedding TYPE vector(768) USING embedding::vector(768)"
+        );
+        assert_eq!(l.index_name(), "memories_embedding_hnsw_cosine_m16_efc64");
+        assert_eq!(
+            l.create_index(),
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS memories_embedding_hnsw_cosine_m16_efc64 ON memories USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        );
+        assert_eq!(l.search_breadth, 100);
+    }
+
+    #[test]
+    fn ivfflat_l2_uses_lists_and_l2_ops() {
+        let mut s = spec("mode: managed\nembedding: {dimensions: 3, metric: l2}\n");
+        s.index = VectorIndex {
+            hnsw: None,
+            ivfflat: Some(IvfFlat {
+                lists: 50,
+                probes: 5,
+            }),
+        };
+        let l = StoreLayout::from_spec(&s).unwrap();
+        assert_eq!(
+            l.create_index(),
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS memories_embedding_ivfflat_l2_l50 ON memories USING ivfflat (embedding vector_l2_ops) WITH (lists = 50)"
+        );
+        assert_eq!(l.search_breadth, 5);
+    }
+
+    #[test]
+    fn inner_product_uses_ip_ops() {
+        let l = StoreLayout::from_spec(&spec("mode: managed\nembedding: {metric: innerProduct}\n"))
+            .unwrap();
+        assert!(l.create_index().contains("vector_ip_ops"));
+        assert_eq!(distance_operator(l.metric), "<#>");
+    }
+
+    #[test]
+    fn out_of_range_numbers_never_reach_sql() {
+        let mut s = spec("mode: managed\n");
+        s.embedding.dimensions = 4000;
+        assert!(StoreLayout::from_spec(&s).is_err());
+        let mut s = spec("mode: managed\n");
+        s.index.hnsw = Some(Hnsw {
+            m: 16,
+            ef_construction: 8,
+            ef_search: 40,
+        });
+        assert!(StoreLayout::from_spec(&s).is_err());
+        let mut s = spec("mode: managed\n");
+        s.index.ivfflat = Some(IvfFlat {
+            lists: 1,
+            probes: 1,
+        });
+        assert!(StoreLayout::from_spec(&s).is_err(), "both indexes set");
+    }
+
+    #[test]
+    fn drop_index_only_for_our_catalog_names() {
+        assert_eq!(
+            drop_index("memories_embedding_hnsw_cosine_m16_efc64").unwrap(),
+            "DROP INDEX CONCURRENTLY IF EXISTS \"memories_embedding_hnsw_cosine_m16_efc64\""
+        );
+        assert!(drop_index("memories_pkey").is_none());
+        assert!(drop_index("memories_embedding_x\"; drop table t; --").is_none());
+    }
+
+    #[test]
+    fn metric_tags_round_trip() {
+        for m in [Metric::Cosine, Metric::L2, Metric::InnerProduct] {
+            assert_eq!(metric_from_tag(metric_tag(m)), Some(m));
+        }
+    }
+}
