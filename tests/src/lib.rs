@@ -2,6 +2,7 @@
 //! `scripts/testenv up` starts on loopback (control plane, PostgreSQL, S3, GCS).
 #![forbid(unsafe_code)]
 
+pub mod agents;
 pub mod llm_server;
 pub mod operator;
 pub mod testenv;

@@ -63,6 +63,7 @@ pub struct RunningControllers {
 #[derive(Clone, Copy, Debug)]
 pub enum Which {
     LlmProfile,
+    AiEnvironment,
 }
 
 pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningControllers {
@@ -83,6 +84,9 @@ pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningContro
                 ctx.clone(),
                 shutdown,
             ))),
+            Which::AiEnvironment => tasks.push(tokio::spawn(
+                aienv::controllers::ai_environment::run(ctx.clone(), shutdown),
+            )),
         }
     }
     let handle = tokio::spawn(async move {

@@ -33,6 +33,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabel, Histogram>,
     status_writes: Family<ControllerLabel, Counter>,
+    child_writes: Family<ControllerLabel, Counter>,
 }
 
 impl Metrics {
@@ -43,6 +44,7 @@ impl Metrics {
             failures: Family::default(),
             duration: Family::new_with_constructor(duration_histogram),
             status_writes: Family::default(),
+            child_writes: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("aienv_controller");
         sub.register(
@@ -64,6 +66,11 @@ impl Metrics {
             "status_writes",
             "Status updates written to the API server",
             m.status_writes.clone(),
+        );
+        sub.register(
+            "child_writes",
+            "Writes to objects other than the reconciled one (children, rolled workloads)",
+            m.child_writes.clone(),
         );
         m
     }
@@ -92,6 +99,20 @@ impl Metrics {
         self.status_writes
             .get_or_create(&ControllerLabel { controller })
             .inc();
+    }
+
+    /// Count `n` writes to other objects (children applied, workloads patched).
+    pub fn child_writes_inc(&self, controller: &'static str, n: u64) {
+        self.child_writes
+            .get_or_create(&ControllerLabel { controller })
+            .inc_by(n);
+    }
+
+    /// Writes to other objects so far (tests and benchmarks read this).
+    pub fn child_writes(&self, controller: &'static str) -> u64 {
+        self.child_writes
+            .get_or_create(&ControllerLabel { controller })
+            .get()
     }
 
     /// Reconciles started so far (tests and benchmarks read this).

@@ -1,6 +1,7 @@
 //! What every controller shares: context, errors, server-side apply, metrics, clock.
 
 pub mod apply;
+pub mod children;
 pub mod clock;
 pub mod context;
 pub mod error;

@@ -114,6 +114,10 @@ async fn run_controllers(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     info!("starting controllers");
-    crate::controllers::llm_profile::run(ctx, shutdown).await;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    tokio::join!(
+        crate::controllers::llm_profile::run(ctx.clone(), shutdown.clone()),
+        crate::controllers::ai_environment::run(ctx, shutdown),
+    );
     info!("controllers stopped");
 }

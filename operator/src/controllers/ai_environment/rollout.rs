@@ -1,0 +1,226 @@
+//! Rollout planning: which selected workloads get the new config hash now. Pure; the patch itself
+//! is in `workloads.rs`.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::ai_environment::{Rollout, RolloutStrategy};
+
+/// Pod-template annotation carrying the rendered Secret's sha256.
+pub const HASH_ANNOTATION: &str = "aienv.orchestr8.io/config-hash";
+
+/// Deployment or StatefulSet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Deployment,
+    StatefulSet,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// What the planner needs to know of one selected workload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workload {
+    pub kind: Kind,
+    pub name: String,
+    /// The config hash on its pod template now.
+    pub hash: Option<String>,
+    pub generation: Option<i64>,
+    pub observed_generation: Option<i64>,
+    /// spec.replicas (default 1).
+    pub replicas: i32,
+    pub updated_replicas: i32,
+    pub available_replicas: i32,
+    pub ready_replicas: i32,
+}
+
+impl Workload {
+    /// Its controller has seen the current template and every replica is updated and available.
+    pub fn rolled_out(&self) -> bool {
+        self.generation.is_some()
+            && self.observed_generation >= self.generation
+            && self.updated_replicas == self.replicas
+            && self.available_replicas == self.replicas
+    }
+}
+
+/// What to do now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Every workload carries the hash.
+    Done,
+    /// Patch these (indexes into the workloads); `canary` says this is the canary stage.
+    Patch { targets: Vec<usize>, canary: bool },
+    /// A rollout happened less than minIntervalSeconds ago: look again after this long.
+    Throttled(Duration),
+    /// The canary carries the hash but is not yet updated and available.
+    CanaryWaiting { canary: usize, timeout_in: Duration },
+    /// The canary did not become updated and available within canaryTimeoutSeconds.
+    CanaryTimedOut { canary: usize },
+}
+
+/// Plan the rollout of `hash` to `workloads` (sorted by kind and name; the first is the canary).
+pub fn plan(
+    workloads: &[Workload],
+    hash: &str,
+    rollout: &Rollout,
+    last_rollout: Option<Timestamp>,
+    now: Timestamp,
+) -> Plan {
+    let stale: Vec<usize> = (0..workloads.len())
+        .filter(|i| workloads[*i].hash.as_deref() != Some(hash))
+        .collect();
+    if stale.is_empty() {
+        return Plan::Done;
+    }
+    let since_last =
+        last_rollout.map(|t| Duration::try_from(now.duration_since(t)).unwrap_or_default());
+    let throttle = || {
+        let min = Duration::from_secs(rollout.min_interval_seconds.into());
+        since_last.filter(|s| *s < min).map(|s| min - s)
+    };
+    match rollout.strategy {
+        RolloutStrategy::Rolling => match throttle() {
+            Some(wait) => Plan::Throttled(wait),
+            None => Plan::Patch {
+                targets: stale,
+                canary: false,
+            },
+        },
+        RolloutStrategy::Canary => {
+            if stale[0] == 0 {
+                return match throttle() {
+                    Some(wait) => Plan::Throttled(wait),
+                    None => Plan::Patch {
+                        targets: vec![0],
+                        canary: workloads.len() > 1,
+                    },
+                };
+            }
+            if workloads[0].rolled_out() {
+                return Plan::Patch {
+                    targets: stale,
+                    canary: false,
+                };
+            }
+            let timeout = Duration::from_secs(rollout.canary_timeout_seconds.into());
+            let waited = since_last.unwrap_or(timeout);
+            if waited >= timeout {
+                Plan::CanaryTimedOut { canary: 0 }
+            } else {
+                Plan::CanaryWaiting {
+                    canary: 0,
+                    timeout_in: timeout - waited,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(name: &str, hash: Option<&str>) -> Workload {
+        Workload {
+            kind: Kind::Deployment,
+            name: name.into(),
+            hash: hash.map(str::to_string),
+            generation: Some(2),
+            observed_generation: Some(1),
+            replicas: 2,
+            updated_replicas: 0,
+            available_replicas: 0,
+            ready_replicas: 0,
+        }
+    }
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+    fn rollout(strategy: RolloutStrategy) -> Rollout {
+        Rollout {
+            strategy,
+            min_interval_seconds: 5,
+            canary_timeout_seconds: 60,
+        }
+    }
+
+    #[test]
+    fn unchanged_hash_plans_nothing() {
+        let ws = [w("a", Some("h")), w("b", Some("h"))];
+        assert_eq!(
+            plan(&ws, "h", &rollout(RolloutStrategy::Rolling), None, t(0)),
+            Plan::Done
+        );
+    }
+
+    #[test]
+    fn rolling_patches_only_stale_ones_and_coalesces_bursts() {
+        let ws = [w("a", Some("h")), w("b", Some("old")), w("c", None)];
+        let r = rollout(RolloutStrategy::Rolling);
+        assert_eq!(
+            plan(&ws, "h", &r, Some(t(0)), t(10)),
+            Plan::Patch {
+                targets: vec![1, 2],
+                canary: false
+            }
+        );
+        assert_eq!(
+            plan(&ws, "h", &r, Some(t(8)), t(10)),
+            Plan::Throttled(Duration::from_secs(3))
+        );
+    }
+
+    #[test]
+    fn canary_goes_first_and_the_rest_wait_until_it_is_available() {
+        let r = rollout(RolloutStrategy::Canary);
+        let mut ws = vec![w("a", Some("old")), w("b", Some("old"))];
+        assert_eq!(
+            plan(&ws, "h", &r, None, t(100)),
+            Plan::Patch {
+                targets: vec![0],
+                canary: true
+            }
+        );
+        ws[0].hash = Some("h".into());
+        assert_eq!(
+            plan(&ws, "h", &r, Some(t(100)), t(110)),
+            Plan::CanaryWaiting {
+                canary: 0,
+                timeout_in: Duration::from_secs(50)
+            }
+        );
+        assert_eq!(
+            plan(&ws, "h", &r, Some(t(100)), t(160)),
+            Plan::CanaryTimedOut { canary: 0 }
+        );
+        ws[0].observed_generation = Some(2);
+        ws[0].updated_replicas = 2;
+        ws[0].available_replicas = 2;
+        assert_eq!(
+            plan(&ws, "h", &r, Some(t(100)), t(161)),
+            Plan::Patch {
+                targets: vec![1],
+                canary: false
+            }
+        );
+    }
+
+    #[test]
+    fn an_old_generation_is_not_rolled_out() {
+        let mut x = w("a", Some("h"));
+        x.updated_replicas = 2;
+        x.available_replicas = 2;
+        assert!(!x.rolled_out());
+        x.observed_generation = Some(2);
+        assert!(x.rolled_out());
+    }
+}

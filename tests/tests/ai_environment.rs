@@ -1,0 +1,437 @@
+//! The AiEnvironment controller against the real control plane: the rendered Secret, exactly one
+//! new ReplicaSet per real change, zero writes when nothing changes, coalesced bursts, bad input,
+//! NetworkPolicies and garbage collection.
+
+use std::time::Duration;
+
+use aienv::{
+    api::ai_environment::AiEnvironment,
+    controllers::ai_environment::{CONTROLLER, rollout::HASH_ANNOTATION},
+};
+use aienv_tests::{
+    agents::{
+        WAIT, apply_env, apply_profile, create_deployment, deployment_hash, env_condition,
+        events_text, expect_replicasets, put_key, replicasets_of, wait_env,
+    },
+    operator::{self, Which, install_crds},
+    testenv::{TestNamespace, require_env, wait_for},
+};
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret, networking::v1::NetworkPolicy};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+
+const KEY1: &str = "sk-test-SECRET-first-7f3a";
+const KEY2: &str = "sk-test-SECRET-rotated-91bc";
+const SETTLE: Duration = Duration::from_secs(3);
+
+async fn setup(
+    prefix: &str,
+) -> anyhow::Result<Option<(kube::Client, TestNamespace, operator::RunningControllers)>> {
+    let Some(env) = require_env() else {
+        return Ok(None);
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, prefix).await?;
+    let ctrl = operator::start(&client, ns.name(), &[Which::AiEnvironment]);
+    Ok(Some((client, ns, ctrl)))
+}
+
+fn profile_spec(model: &str, secret: &str) -> serde_json::Value {
+    serde_json::json!({
+        "provider": "anthropic", "baseUrl": "https://llm.example.com", "model": model,
+        "auth": {"secretRef": {"name": secret, "key": "apiKey"}},
+    })
+}
+
+fn env_spec(profile: &str, min_interval: u32) -> serde_json::Value {
+    serde_json::json!({
+        "llm": {"profileRef": profile, "harnesses": ["claudeCode", "codex", "qwenCode", "generic"]},
+        "agents": {"selector": {"matchLabels": {"app": "agent"}},
+                   "rollout": {"minIntervalSeconds": min_interval}},
+    })
+}
+
+async fn rendered_hash(ns: &TestNamespace, name: &str) -> anyhow::Result<Option<String>> {
+    let e = ns.api::<AiEnvironment>().get(name).await?;
+    Ok(e.status.and_then(|s| s.rendered_hash))
+}
+
+/// Wait until every Deployment carries the environment's rendered hash, which must differ from
+/// `previous`; returns it.
+async fn wait_rolled(
+    ns: &TestNamespace,
+    env: &str,
+    deployments: &[&str],
+    previous: Option<&str>,
+) -> anyhow::Result<String> {
+    wait_for(WAIT, "all deployments carry the new hash", || async {
+        let e = ns.api::<AiEnvironment>().get(env).await?;
+        let Some(h) = e.status.and_then(|s| s.rendered_hash) else {
+            return Ok(None);
+        };
+        if Some(h.as_str()) == previous {
+            return Ok(None);
+        }
+        for d in deployments {
+            if deployment_hash(ns, d).await?.as_deref() != Some(h.as_str()) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(h))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() -> anyhow::Result<()>
+{
+    let Some((_client, ns, ctrl)) = setup("aienv-roll").await? else {
+        return Ok(());
+    };
+    put_key(&ns, "claude", "apiKey", KEY1).await?;
+    apply_profile(&ns, "claude", profile_spec("claude-sonnet-4-5", "claude")).await?;
+    apply_profile(&ns, "other", profile_spec("claude-opus-4-1", "claude")).await?;
+    for d in ["agent-a", "agent-b"] {
+        create_deployment(&ns, d, &[("app", "agent")], 1).await?;
+    }
+    create_deployment(&ns, "bystander", &[("app", "web")], 1).await?;
+    for d in ["agent-a", "agent-b", "bystander"] {
+        expect_replicasets(&ns, d, 1, Duration::ZERO).await?;
+    }
+    apply_env(&ns, "dev", env_spec("claude", 0)).await?;
+
+    // Created: the Secret is rendered and owned, every selected Deployment is annotated once.
+    let e = wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
+    let status = e.status.clone().unwrap();
+    assert_eq!(status.active_profile.as_deref(), Some("claude"));
+    let h1 = status.rendered_hash.clone().unwrap();
+    let secret = ns.api::<Secret>().get("dev-llm").await?;
+    let owner = &secret.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("AiEnvironment", Some(true))
+    );
+    let data = secret.data.clone().unwrap();
+    for key in [
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_AUTH_TOKEN",
+        "claude-settings.json",
+        "codex-config.toml",
+        "qwen-settings.json",
+        "OPENAI_API_KEY",
+        "AIENV_PROFILE",
+    ] {
+        assert!(data.contains_key(key), "Secret lacks {key}");
+    }
+    let settings: serde_json::Value = serde_json::from_slice(&data["claude-settings.json"].0)?;
+    assert_eq!(settings["env"]["ANTHROPIC_MODEL"], "claude-sonnet-4-5");
+    for d in ["agent-a", "agent-b"] {
+        assert_eq!(deployment_hash(&ns, d).await?.as_deref(), Some(h1.as_str()));
+        expect_replicasets(&ns, d, 2, Duration::ZERO).await?;
+    }
+    assert_eq!(deployment_hash(&ns, "bystander").await?, None);
+    assert_eq!(status.targets.len(), 2);
+
+    // The rollout manager owns only the annotation.
+    let d = ns.api::<Deployment>().get("agent-a").await?;
+    let mf = d
+        .managed_fields()
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("aienv/rollout"))
+        .expect("aienv/rollout manages a field");
+    let owned = serde_json::to_string(&mf.fields_v1)?;
+    assert!(
+        owned.contains(HASH_ANNOTATION) && !owned.contains("containers"),
+        "{owned}"
+    );
+
+    // Nothing changed: a reconcile (triggered by touching a watched profile) writes nothing.
+    tokio::time::sleep(SETTLE).await;
+    let writes = ctrl.ctx.metrics.child_writes(CONTROLLER);
+    let status_writes = ctrl.ctx.metrics.status_writes(CONTROLLER);
+    let env_rv = ns
+        .api::<AiEnvironment>()
+        .get("dev")
+        .await?
+        .resource_version();
+    let secret_rv = ns.api::<Secret>().get("dev-llm").await?.resource_version();
+    let reconciles = ctrl.ctx.metrics.reconciles(CONTROLLER);
+    ns.api::<aienv::api::llm_profile::LlmProfile>()
+        .patch(
+            "claude",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"touched": "1"}}})),
+        )
+        .await?;
+    wait_for(WAIT, "a reconcile after the touch", || async {
+        Ok((ctrl.ctx.metrics.reconciles(CONTROLLER) > reconciles).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(ctrl.ctx.metrics.child_writes(CONTROLLER), writes);
+    assert_eq!(ctrl.ctx.metrics.status_writes(CONTROLLER), status_writes);
+    assert_eq!(
+        ns.api::<AiEnvironment>()
+            .get("dev")
+            .await?
+            .resource_version(),
+        env_rv
+    );
+    assert_eq!(
+        ns.api::<Secret>().get("dev-llm").await?.resource_version(),
+        secret_rv
+    );
+    for d in ["agent-a", "agent-b"] {
+        assert_eq!(replicasets_of(&ns, d).await?, 2);
+    }
+
+    // Key rotation rolls once.
+    put_key(&ns, "claude", "apiKey", KEY2).await?;
+    let h2 = wait_rolled(&ns, "dev", &["agent-a", "agent-b"], Some(&h1)).await?;
+    for d in ["agent-a", "agent-b"] {
+        expect_replicasets(&ns, d, 3, SETTLE).await?;
+    }
+    let secret = ns.api::<Secret>().get("dev-llm").await?;
+    assert_eq!(
+        secret.data.unwrap()["ANTHROPIC_AUTH_TOKEN"].0,
+        KEY2.as_bytes()
+    );
+
+    // Switching profileRef rolls once.
+    apply_env(&ns, "dev", env_spec("other", 0)).await?;
+    let _h3 = wait_rolled(&ns, "dev", &["agent-a", "agent-b"], Some(&h2)).await?;
+    for d in ["agent-a", "agent-b"] {
+        expect_replicasets(&ns, d, 4, SETTLE).await?;
+    }
+    assert_eq!(replicasets_of(&ns, "bystander").await?, 1);
+    let e = wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
+    assert_eq!(
+        e.status.as_ref().unwrap().active_profile.as_deref(),
+        Some("other")
+    );
+
+    // No secret value anywhere a person or a log collector can see.
+    let events = events_text(&ns).await?;
+    assert!(events.contains("RolledOut"), "{events}");
+    let status_json = serde_json::to_string(&e.status)?;
+    for key in [KEY1, KEY2] {
+        assert!(!events.contains(key) && !status_json.contains(key));
+    }
+
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_burst_of_profile_edits_is_coalesced() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("aienv-burst").await? else {
+        return Ok(());
+    };
+    put_key(&ns, "claude", "apiKey", KEY1).await?;
+    apply_profile(&ns, "claude", profile_spec("model-0", "claude")).await?;
+    for d in ["agent-a", "agent-b"] {
+        create_deployment(&ns, d, &[("app", "agent")], 1).await?;
+    }
+    apply_env(&ns, "dev", env_spec("claude", 5)).await?;
+    let h0 = wait_rolled(&ns, "dev", &["agent-a", "agent-b"], None).await?;
+    for d in ["agent-a", "agent-b"] {
+        expect_replicasets(&ns, d, 2, Duration::ZERO).await?;
+    }
+
+    // 20 edits within 2 s.
+    for i in 1..=20 {
+        apply_profile(&ns, "claude", profile_spec(&format!("model-{i}"), "claude")).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for(WAIT, "the last edit reached the Secret", || async {
+        let s = ns.api::<Secret>().get("dev-llm").await?;
+        let m = s.data.unwrap().get("ANTHROPIC_MODEL").map(|b| b.0.clone());
+        Ok((m.as_deref() == Some(b"model-20".as_slice())).then_some(()))
+    })
+    .await?;
+    let last = wait_for(WAIT, "deployments carry the final hash", || async {
+        let h = rendered_hash(&ns, "dev").await?;
+        let a = deployment_hash(&ns, "agent-a").await?;
+        let b = deployment_hash(&ns, "agent-b").await?;
+        Ok((h.is_some() && h != Some(h0.clone()) && a == h && b == h).then_some(h))
+    })
+    .await?;
+    assert!(last.is_some());
+    // Let any pending coalesced rollout happen, then count: at most 2 rollouts per target.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    for d in ["agent-a", "agent-b"] {
+        let n = replicasets_of(&ns, d).await?;
+        assert!(
+            (3..=4).contains(&n),
+            "{d}: {n} ReplicaSets, expected 1 + initial + at most 2"
+        );
+    }
+    wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn bad_input_is_a_condition_and_an_event_and_nothing_rolls() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("aienv-bad").await? else {
+        return Ok(());
+    };
+    create_deployment(&ns, "agent-a", &[("app", "agent")], 1).await?;
+
+    // Missing profile.
+    apply_env(&ns, "dev", env_spec("nope", 0)).await?;
+    let e = wait_env(&ns, "dev", "ProfileResolved", "False", "ProfileNotFound").await?;
+    let (_, _, msg) = env_condition(&e, "ProfileResolved").unwrap();
+    assert!(
+        msg.contains("\"nope\"") && msg.contains("llm.profileRef"),
+        "{msg}"
+    );
+    wait_env(&ns, "dev", "Ready", "False", "ProfileNotFound").await?;
+    wait_env(&ns, "dev", "RolledOut", "False", "Blocked").await?;
+
+    // Profile exists, its key Secret does not.
+    apply_profile(&ns, "claude", profile_spec("m", "claude-key")).await?;
+    apply_env(&ns, "dev", env_spec("claude", 0)).await?;
+    let e = wait_env(&ns, "dev", "SecretRendered", "False", "SecretNotFound").await?;
+    let (_, _, msg) = env_condition(&e, "SecretRendered").unwrap();
+    assert!(msg.contains("claude-key"), "{msg}");
+
+    // A fallback that does not exist (the key Secret arrives meanwhile: still nothing rolls).
+    let mut spec = env_spec("claude", 0);
+    spec["llm"]["fallbacks"] = serde_json::json!(["ghost"]);
+    apply_env(&ns, "dev", spec).await?;
+    let e = wait_env(&ns, "dev", "ProfileResolved", "False", "FallbackNotFound").await?;
+    assert!(
+        env_condition(&e, "ProfileResolved")
+            .unwrap()
+            .2
+            .contains("\"ghost\"")
+    );
+    put_key(&ns, "claude-key", "apiKey", KEY1).await?;
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(deployment_hash(&ns, "agent-a").await?, None);
+    assert!(ns.api::<Secret>().get_opt("dev-llm").await?.is_none());
+
+    // A selector that matches nothing.
+    let mut spec = env_spec("claude", 0);
+    spec["agents"]["selector"] = serde_json::json!({"matchLabels": {"app": "nobody"}});
+    apply_env(&ns, "dev", spec).await?;
+    let e = wait_env(&ns, "dev", "RolledOut", "False", "NoWorkloadsSelected").await?;
+    assert!(
+        env_condition(&e, "RolledOut")
+            .unwrap()
+            .2
+            .contains("app=nobody")
+    );
+    assert_eq!(deployment_hash(&ns, "agent-a").await?, None);
+    assert_eq!(replicasets_of(&ns, "agent-a").await?, 1);
+
+    let events = events_text(&ns).await?;
+    for reason in [
+        "ProfileNotFound",
+        "SecretNotFound",
+        "FallbackNotFound",
+        "NoWorkloadsSelected",
+    ] {
+        assert!(events.contains(reason), "no {reason} Event in:\n{events}");
+    }
+    assert!(!events.contains(KEY1));
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn network_policies_follow_the_spec_and_everything_is_garbage_collected() -> anyhow::Result<()>
+{
+    let Some((_client, ns, ctrl)) = setup("aienv-netpol").await? else {
+        return Ok(());
+    };
+    put_key(&ns, "claude", "apiKey", KEY1).await?;
+    apply_profile(&ns, "claude", profile_spec("m", "claude")).await?;
+    create_deployment(&ns, "agent-a", &[("app", "agent")], 1).await?;
+    apply_env(&ns, "dev", env_spec("claude", 0)).await?;
+    let e = wait_env(&ns, "dev", "NetworkPolicyReady", "True", "Applied").await?;
+    assert!(
+        env_condition(&e, "NetworkPolicyReady")
+            .unwrap()
+            .2
+            .contains("ANY address")
+    );
+    let np: Api<NetworkPolicy> = ns.api();
+    let names = |l: Vec<NetworkPolicy>| {
+        let mut n: Vec<String> = l.iter().map(|p| p.name_any()).collect();
+        n.sort();
+        n
+    };
+    let list = np.list(&ListParams::default()).await?.items;
+    assert_eq!(
+        names(list.clone()),
+        ["dev-allow-dns", "dev-allow-llm", "dev-default-deny"]
+    );
+    let llm = list
+        .iter()
+        .find(|p| p.name_any() == "dev-allow-llm")
+        .unwrap();
+    let v = serde_json::to_value(llm)?;
+    assert_eq!(v["spec"]["podSelector"]["matchLabels"]["app"], "agent");
+    assert_eq!(v["spec"]["egress"][0]["ports"][0]["port"], 443);
+
+    // CIDRs and a memory store (absent: MemoryReady=False, egress to 5432 still generated).
+    let mut spec = env_spec("claude", 0);
+    spec["networkPolicy"] = serde_json::json!({"llmEgressCidrs": ["10.1.0.0/16"], "llmPort": 8443});
+    spec["memory"] = serde_json::json!({"storeRef": "mem"});
+    apply_env(&ns, "dev", spec.clone()).await?;
+    wait_env(&ns, "dev", "MemoryReady", "False", "MemoryStoreNotFound").await?;
+    wait_for(WAIT, "memory policy", || async {
+        Ok(np.get_opt("dev-allow-memory").await?.map(|_| ()))
+    })
+    .await?;
+    let llm = serde_json::to_value(np.get("dev-allow-llm").await?)?;
+    assert_eq!(
+        llm["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+        "10.1.0.0/16"
+    );
+    assert_eq!(llm["spec"]["egress"][0]["ports"][0]["port"], 8443);
+
+    // Disabled: all removed.
+    spec["networkPolicy"]["enabled"] = serde_json::json!(false);
+    apply_env(&ns, "dev", spec).await?;
+    wait_for(WAIT, "policies removed", || async {
+        Ok(np
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
+    let e = ns.api::<AiEnvironment>().get("dev").await?;
+    assert!(env_condition(&e, "NetworkPolicyReady").is_none());
+
+    // Re-enabled, then the environment is deleted: the garbage collector removes its children.
+    apply_env(&ns, "dev", env_spec("claude", 0)).await?;
+    wait_for(WAIT, "policies back", || async {
+        Ok((np.list(&ListParams::default()).await?.items.len() == 3).then_some(()))
+    })
+    .await?;
+    ns.api::<AiEnvironment>()
+        .delete("dev", &DeleteParams::foreground())
+        .await?;
+    wait_for(
+        WAIT,
+        "Secret and NetworkPolicies garbage-collected",
+        || async {
+            let secret = ns.api::<Secret>().get_opt("dev-llm").await?;
+            let pols = np.list(&ListParams::default()).await?.items;
+            Ok((secret.is_none() && pols.is_empty()).then_some(()))
+        },
+    )
+    .await?;
+    // The workload stays, with the last hash it was given.
+    assert!(deployment_hash(&ns, "agent-a").await?.is_some());
+    ctrl.stop().await;
+    ns.cleanup().await
+}
