@@ -154,17 +154,25 @@ pub async fn send(request: &ProbeRequest, ca_pem: Option<&[u8]>) -> Outcome {
     }
 }
 
-/// The error chain of a request failure. It holds the URL (no credentials are ever in it), never
-/// header values.
+/// Why a request got no answer, in the words of its root cause (the URL is already in the
+/// condition message). Never includes header values.
 fn describe(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
     }
-    out
+    let what = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "failed"
+    };
+    if std::ptr::addr_eq(root, e as &dyn std::error::Error) {
+        format!("{what}: {e}")
+    } else {
+        format!("{what}: {root}")
+    }
 }
 
 #[cfg(test)]
