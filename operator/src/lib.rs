@@ -7,6 +7,7 @@ pub mod controller;
 pub mod controllers;
 pub mod crdgen;
 pub mod memory;
+pub mod plugin;
 pub mod runtime;
 
 /// Install ring as the process-wide TLS crypto provider. kube and reqwest both use rustls; once a

@@ -1,1 +1,75 @@
-fn main() {}
+//! `kubectl aienv`: status of environments and their children, and LLM profile switching.
+#![forbid(unsafe_code)]
+
+use aienv::plugin;
+use clap::{Parser, Subcommand};
+use kube::{Client, Config};
+
+#[derive(Parser)]
+#[command(name = "kubectl-aienv", version, about = "kubectl plugin for aienv")]
+struct Cli {
+    /// Namespace (defaults to the kubeconfig context's namespace).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// All aienv objects in the namespace with Ready and its reason; or one environment in detail
+    /// (conditions, rollout targets, children).
+    Status { environment: Option<String> },
+    /// LLM profiles.
+    Llm {
+        #[command(subcommand)]
+        command: LlmCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LlmCommand {
+    /// Profiles with provider, model, Ready and probe latency.
+    List,
+    /// Point an environment at another profile (rolls its agents once).
+    Switch {
+        environment: String,
+        profile: String,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    aienv::install_crypto_provider();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::infer().await?;
+    let ns = cli
+        .namespace
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config)?;
+    let out = match cli.command {
+        Command::Status { environment: None } => plugin::status_all(&client, &ns).await?,
+        Command::Status {
+            environment: Some(env),
+        } => plugin::status_environment(&client, &ns, &env).await?,
+        Command::Llm {
+            command: LlmCommand::List,
+        } => plugin::llm_list(&client, &ns).await?,
+        Command::Llm {
+            command:
+                LlmCommand::Switch {
+                    environment,
+                    profile,
+                },
+        } => plugin::llm_switch(&client, &ns, &environment, &profile).await?,
+    };
+    print!("{out}");
+    Ok(())
+}
