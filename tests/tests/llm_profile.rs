@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use aienv::{api::llm_profile::LlmProfile, controllers::llm_profile::CONTROLLER};
 use aienv_tests::{
+    agents::{apply_profile, events_text, put_key},
     llm_server::FakeLlm,
     operator::{self, Which, install_crds},
     testenv::{TestNamespace, require_env, wait_for},
 };
-use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
     Api,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -49,43 +49,6 @@ async fn wait_condition(
     res
 }
 
-async fn apply_profile(
-    api: &Api<LlmProfile>,
-    name: &str,
-    spec: serde_json::Value,
-) -> anyhow::Result<()> {
-    let obj = serde_json::json!({
-        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "LlmProfile",
-        "metadata": {"name": name}, "spec": spec,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
-    let api: Api<Secret> = ns.api();
-    let obj = serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-    });
-    // Replace the whole data so removed keys disappear.
-    if api.get_opt(name).await?.is_some() {
-        api.delete(name, &Default::default()).await?;
-        wait_for(WAIT, "secret deleted", || async {
-            Ok(api.get_opt(name).await?.is_none().then_some(()))
-        })
-        .await?;
-    }
-    api.create(&PostParams::default(), &serde_json::from_value(obj)?)
-        .await?;
-    Ok(())
-}
-
 async fn setup(
     prefix: &str,
 ) -> anyhow::Result<Option<(kube::Client, TestNamespace, operator::RunningControllers)>> {
@@ -99,32 +62,13 @@ async fn setup(
     Ok(Some((client, ns, ctrl)))
 }
 
-/// Every Event of the namespace, as text, to check for leaked secrets and reasons.
-async fn events_text(ns: &TestNamespace) -> anyhow::Result<String> {
-    let api: Api<Event> = ns.api();
-    let list = api.list(&ListParams::default()).await?;
-    Ok(list
-        .items
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {} {}",
-                e.reason.clone().unwrap_or_default(),
-                e.type_.clone().unwrap_or_default(),
-                e.note.clone().unwrap_or_default()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("\n"))
-}
-
 #[tokio::test]
 async fn missing_secret_then_missing_key_then_resolved() -> anyhow::Result<()> {
     let Some((_client, ns, ctrl)) = setup("llmp-secret").await? else {
         return Ok(());
     };
     let api: Api<LlmProfile> = ns.api();
-    apply_profile(&api, "claude", serde_json::json!({
+    apply_profile(&ns, "claude", serde_json::json!({
         "provider": "anthropic", "baseUrl": "https://api.anthropic.com", "model": "claude-sonnet-4-5",
         "auth": {"secretRef": {"name": "anthropic", "key": "api-key"}},
     }))
@@ -143,7 +87,7 @@ async fn missing_secret_then_missing_key_then_resolved() -> anyhow::Result<()> {
     );
 
     // The Secret appears, but with the wrong key: the Secret watch re-reconciles the profile.
-    put_secret(&ns, "anthropic", &[("token", "sk-ant-never-shown")]).await?;
+    put_key(&ns, "anthropic", "token", "sk-ant-never-shown").await?;
     let p = wait_condition(&api, "claude", "Ready", "False", "SecretKeyNotFound").await?;
     let (_, _, msg) = condition(&p, "Ready").unwrap();
     assert!(
@@ -152,7 +96,7 @@ async fn missing_secret_then_missing_key_then_resolved() -> anyhow::Result<()> {
     );
 
     // Fixed: no probe configured, so the profile is Ready once the key resolves.
-    put_secret(&ns, "anthropic", &[("api-key", "sk-ant-never-shown")]).await?;
+    put_key(&ns, "anthropic", "api-key", "sk-ant-never-shown").await?;
     let p = wait_condition(&api, "claude", "Ready", "True", "Resolved").await?;
     assert!(condition(&p, "EndpointReachable").is_none());
 
@@ -176,8 +120,8 @@ async fn probe_ok_then_401_after_key_rotation_then_ok_again() -> anyhow::Result<
     };
     let server = FakeLlm::start("sk-good-123").await?;
     let api: Api<LlmProfile> = ns.api();
-    put_secret(&ns, "llm-key", &[("key", "sk-good-123")]).await?;
-    apply_profile(&api, "qwen", serde_json::json!({
+    put_key(&ns, "llm-key", "key", "sk-good-123").await?;
+    apply_profile(&ns, "qwen", serde_json::json!({
         "provider": "openaiCompatible", "baseUrl": format!("{}/v1", server.base_url()), "model": "qwen3-coder",
         "auth": {"secretRef": {"name": "llm-key", "key": "key"}},
         "probe": {"intervalSeconds": 3600, "timeoutSeconds": 5},
@@ -198,7 +142,7 @@ async fn probe_ok_then_401_after_key_rotation_then_ok_again() -> anyhow::Result<
 
     // Rotate to a key the endpoint refuses: the Secret change re-probes at once, despite the
     // hour-long interval.
-    put_secret(&ns, "llm-key", &[("key", "sk-revoked-456")]).await?;
+    put_key(&ns, "llm-key", "key", "sk-revoked-456").await?;
     let p = wait_condition(&api, "qwen", "CredentialsValid", "False", "Unauthorized").await?;
     assert_eq!(condition(&p, "Ready").unwrap().1, "CredentialsInvalid");
     assert!(
@@ -209,7 +153,7 @@ async fn probe_ok_then_401_after_key_rotation_then_ok_again() -> anyhow::Result<
 
     // The endpoint now accepts the rotated key; editing the spec (new generation) re-probes.
     *server.accepted_key.lock().unwrap() = "sk-revoked-456".into();
-    apply_profile(&api, "qwen", serde_json::json!({
+    apply_profile(&ns, "qwen", serde_json::json!({
         "provider": "openaiCompatible", "baseUrl": format!("{}/v1", server.base_url()), "model": "qwen3-coder-plus",
         "auth": {"secretRef": {"name": "llm-key", "key": "key"}},
         "probe": {"intervalSeconds": 3600, "timeoutSeconds": 5},
@@ -240,9 +184,9 @@ async fn anthropic_api_key_style_sends_x_api_key() -> anyhow::Result<()> {
     };
     let server = FakeLlm::start("sk-ant-xyz").await?;
     let api: Api<LlmProfile> = ns.api();
-    put_secret(&ns, "ant", &[("k", "sk-ant-xyz")]).await?;
+    put_key(&ns, "ant", "k", "sk-ant-xyz").await?;
     apply_profile(
-        &api,
+        &ns,
         "claude",
         serde_json::json!({
             "provider": "anthropic", "baseUrl": server.base_url(), "model": "claude-sonnet-4-5",
@@ -273,7 +217,7 @@ async fn unreachable_endpoint_is_reported() -> anyhow::Result<()> {
         l.local_addr()?.port()
     };
     let api: Api<LlmProfile> = ns.api();
-    apply_profile(&api, "local", serde_json::json!({
+    apply_profile(&ns, "local", serde_json::json!({
         "provider": "ollama", "baseUrl": format!("http://127.0.0.1:{port}/v1"), "model": "qwen3-coder",
         "probe": {"intervalSeconds": 3600, "timeoutSeconds": 3},
     }))
@@ -299,9 +243,9 @@ async fn steady_profile_costs_zero_writes_over_many_reconciles() -> anyhow::Resu
     };
     let server = FakeLlm::start("k").await?;
     let api: Api<LlmProfile> = ns.api();
-    put_secret(&ns, "key", &[("k", "k")]).await?;
+    put_key(&ns, "key", "k", "k").await?;
     apply_profile(
-        &api,
+        &ns,
         "steady",
         serde_json::json!({
             "provider": "openai", "baseUrl": format!("{}/v1", server.base_url()), "model": "gpt-5",

@@ -19,46 +19,21 @@ use table::{Row, render};
 /// One row per aienv object in the namespace: kind, name, Ready, reason, message.
 pub async fn status_all(client: &Client, ns: &str) -> Result<String> {
     let mut rows = Vec::new();
-    for p in Api::<LlmProfile>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-    {
-        rows.push(object_row(
-            "LlmProfile",
-            &p.name_any(),
-            p.status.as_ref().map(|s| &s.conditions[..]),
-        ));
-    }
-    for e in Api::<AiEnvironment>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-    {
-        rows.push(object_row(
-            "AiEnvironment",
-            &e.name_any(),
-            e.status.as_ref().map(|s| &s.conditions[..]),
-        ));
-    }
-    for m in Api::<MemoryStore>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-    {
-        rows.push(object_row(
-            "MemoryStore",
-            &m.name_any(),
-            m.status.as_ref().map(|s| &s.conditions[..]),
-        ));
-    }
-    for b in Api::<BackupSchedule>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?
-    {
-        rows.push(object_row(
-            "BackupSchedule",
-            &b.name_any(),
-            b.status.as_ref().map(|s| &s.conditions[..]),
-        ));
-    }
+    rows.extend(
+        rows_of::<LlmProfile>(client, ns, |p| p.status.as_ref().map(|s| &s.conditions[..])).await?,
+    );
+    rows.extend(
+        rows_of::<AiEnvironment>(client, ns, |e| e.status.as_ref().map(|s| &s.conditions[..]))
+            .await?,
+    );
+    rows.extend(
+        rows_of::<MemoryStore>(client, ns, |m| m.status.as_ref().map(|s| &s.conditions[..]))
+            .await?,
+    );
+    rows.extend(
+        rows_of::<BackupSchedule>(client, ns, |b| b.status.as_ref().map(|s| &s.conditions[..]))
+            .await?,
+    );
     if rows.is_empty() {
         return Ok(format!("No aienv objects in namespace {ns}.\n"));
     }
@@ -66,6 +41,27 @@ pub async fn status_all(client: &Client, ns: &str) -> Result<String> {
         &["KIND", "NAME", "READY", "REASON", "MESSAGE"],
         &rows,
     ))
+}
+
+async fn rows_of<K>(
+    client: &Client,
+    ns: &str,
+    conditions: impl Fn(&K) -> Option<&[Condition]>,
+) -> Result<Vec<Row>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let list = Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let kind = K::kind(&()).to_string();
+    Ok(list
+        .iter()
+        .map(|o| object_row(&kind, &o.name_any(), conditions(o)))
+        .collect())
 }
 
 fn object_row(kind: &str, name: &str, conditions: Option<&[Condition]>) -> Row {
