@@ -5,7 +5,9 @@ pub mod children;
 pub mod clock;
 pub mod context;
 pub mod error;
+pub mod finalizer;
 pub mod metrics;
+pub mod policy;
 
 pub use context::Context;
 pub use error::{Error, Result};

@@ -18,7 +18,6 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::EventType,
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -30,7 +29,10 @@ use self::{status::Finding, validate::Problem};
 use crate::{
     api::llm_profile::{LlmProfile, LlmProfileStatus},
     conditions,
-    controller::{Context, Error, Result, apply},
+    controller::{
+        Context, Error, Result, apply,
+        policy::{self, Backoffs},
+    },
 };
 
 /// Label of this controller in metrics and logs.
@@ -42,7 +44,6 @@ type Guarded = DeserializeGuard<LlmProfile>;
 #[derive(Default)]
 pub struct ProbeMemo {
     last: Mutex<HashMap<ObjectRef<Guarded>, Probed>>,
-    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -55,6 +56,7 @@ struct Probed {
 pub struct State {
     pub ctx: Arc<Context>,
     memo: ProbeMemo,
+    backoffs: Backoffs,
 }
 
 /// Run the controller until `shutdown` resolves.
@@ -66,6 +68,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let state = Arc::new(State {
         ctx,
         memo: ProbeMemo::default(),
+        backoffs: Backoffs::default(),
     });
     controller
         .watches(
@@ -134,7 +137,9 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
     let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
     async {
         let found = observe(profile, &ns, &state).await?;
-        write_status(profile, &ns, &name, found, ctx).await
+        let action = write_status(profile, &ns, &name, found, ctx).await?;
+        state.backoffs.succeeded(profile);
+        Ok(action)
     }
     .instrument(span)
     .await
@@ -306,42 +311,16 @@ async fn write_status(
     apply::apply_status(&api, apply::manager::LLM_PROFILE, name, &new).await?;
     ctx.metrics.status_write(CONTROLLER);
 
-    let old_ready = conditions::get(&old.conditions, status::READY);
-    let new_ready = conditions::get(&new.conditions, status::READY);
-    if let Some(nr) = new_ready
-        && old_ready.map(|c| (&c.status, &c.reason)) != Some((&nr.status, &nr.reason))
-    {
-        let type_ = if nr.status == "True" {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        ctx.event(
-            &profile.object_ref(&()),
-            type_,
-            &nr.reason,
-            "Reconcile",
-            nr.message.clone(),
-        )
-        .await;
-    }
+    policy::ready_event(
+        ctx,
+        &profile.object_ref(&()),
+        &old.conditions,
+        &new.conditions,
+    )
+    .await;
     Ok(requeue)
 }
 
 fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
-    state.ctx.metrics.failure(CONTROLLER, error.label());
-    let oref = match &guarded.0 {
-        Ok(p) => ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()),
-        Err(i) => ObjectRef::new(i.metadata.name.as_deref().unwrap_or_default())
-            .within(i.metadata.namespace.as_deref().unwrap_or_default()),
-    };
-    if !error.is_transient() {
-        warn!(error = %error, "llmprofile: waiting for a change");
-        return Action::await_change();
-    }
-    let mut failures = state.memo.failures.lock().expect("memo lock");
-    let n = failures.entry(oref).or_default();
-    *n += 1;
-    warn!(error = %error, attempt = *n, "llmprofile reconcile failed; retrying");
-    Action::requeue(Error::backoff(*n))
+    policy::on_error(CONTROLLER, &guarded, error, &state.ctx, &state.backoffs)
 }
