@@ -64,6 +64,7 @@ pub struct RunningControllers {
 pub enum Which {
     LlmProfile,
     AiEnvironment,
+    MemoryStore,
 }
 
 pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningControllers {
@@ -87,6 +88,10 @@ pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningContro
             Which::AiEnvironment => tasks.push(tokio::spawn(
                 aienv::controllers::ai_environment::run(ctx.clone(), shutdown),
             )),
+            Which::MemoryStore => tasks.push(tokio::spawn(aienv::controllers::memory_store::run(
+                ctx.clone(),
+                shutdown,
+            ))),
         }
     }
     let handle = tokio::spawn(async move {

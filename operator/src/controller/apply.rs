@@ -57,3 +57,29 @@ where
     .await
     .map_err(Error::Kube)
 }
+
+/// Create `obj` unless an object of that name exists; never overwrites. Returns the object as
+/// stored (the existing one, or the one just created). For values generated once, like passwords.
+pub async fn create_if_absent<K>(api: &Api<K>, manager: &str, obj: &K) -> Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
+    let name = obj
+        .meta()
+        .name
+        .as_deref()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    if let Some(existing) = api.get_opt(name).await? {
+        return Ok(existing);
+    }
+    let pp = kube::api::PostParams {
+        field_manager: Some(manager.to_string()),
+        ..Default::default()
+    };
+    match api.create(&pp, obj).await {
+        Ok(created) => Ok(created),
+        // Someone (another replica, a restarted operator) created it first: theirs wins.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(api.get(name).await?),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}

@@ -21,6 +21,9 @@ pub enum Error {
     /// A required field is missing on an object the API server returned.
     #[error("object is missing {0}")]
     MissingField(&'static str),
+    /// A database statement failed (message holds no credentials).
+    #[error("database error: {0}")]
+    Database(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,12 +37,13 @@ impl Error {
             Error::Undecodable(_) => "Undecodable",
             Error::Serialization(_) => "SerializationFailed",
             Error::MissingField(_) => "MissingField",
+            Error::Database(_) => "DatabaseError",
         }
     }
 
     /// Transient errors are retried with backoff; the others wait for the object to change.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Kube(_))
+        matches!(self, Error::Kube(_) | Error::Database(_))
     }
 
     /// How long to wait before retrying after `failures` consecutive failures (capped exponential).

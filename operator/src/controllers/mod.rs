@@ -2,3 +2,4 @@
 
 pub mod ai_environment;
 pub mod llm_profile;
+pub mod memory_store;

@@ -63,7 +63,7 @@ pub fn describe(e: &sqlx::Error) -> String {
         sqlx::Error::RowNotFound => "row not found".to_string(),
         sqlx::Error::ColumnDecode { index, .. } => format!("cannot decode column {index}"),
         sqlx::Error::ColumnNotFound(c) => format!("column {c} not found"),
-        other => format!("{}", error_kind(other)),
+        other => error_kind(other).to_string(),
     }
 }
 

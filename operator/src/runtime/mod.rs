@@ -117,7 +117,8 @@ async fn run_controllers(
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     tokio::join!(
         crate::controllers::llm_profile::run(ctx.clone(), shutdown.clone()),
-        crate::controllers::ai_environment::run(ctx, shutdown),
+        crate::controllers::ai_environment::run(ctx.clone(), shutdown.clone()),
+        crate::controllers::memory_store::run(ctx, shutdown),
     );
     info!("controllers stopped");
 }

@@ -1,0 +1,473 @@
+//! MemoryStore controller: validate → provision (managed / external / cloudnativepg) → connect →
+//! migrate and build the per-store DDL → status. A finalizer (deletionPolicy: Delete only) removes
+//! the data that lives outside Kubernetes objects.
+
+pub mod children;
+pub mod connection;
+pub mod deletion;
+pub mod pools;
+pub mod status;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Secret, Service},
+    networking::v1::NetworkPolicy,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::DynamicObject,
+    core::{DeserializeGuard, PartialObjectMeta},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tracing::{Instrument, info, info_span, warn};
+
+use self::{
+    connection::{ConnInfo, ConnProblem},
+    pools::Pools,
+    status::Finding,
+};
+use crate::{
+    api::memory_store::{
+        Counts, DeletionPolicy, Endpoint, MemoryStore, MemoryStoreStatus, StoreMode,
+    },
+    conditions,
+    controller::{Context, Error, Result, apply, finalizer},
+    memory::{ddl::StoreLayout, error::describe, schema},
+};
+
+/// Label of this controller in metrics and logs.
+pub const CONTROLLER: &str = "memorystore";
+/// Finalizer guarding data outside Kubernetes objects (set only with deletionPolicy: Delete).
+pub const FINALIZER: &str = "aienv.orchestr8.io/memorystore-data";
+
+type Guarded = DeserializeGuard<MemoryStore>;
+
+pub struct State {
+    pub ctx: Arc<Context>,
+    pools: Pools,
+    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let stores = ctx.watched::<Guarded>();
+    let cfg = || watcher::Config::default().any_semantic();
+    let controller = Controller::new(stores, cfg());
+    let store = controller.store();
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        pools: Pools::default(),
+        failures: Mutex::default(),
+    });
+    let owned_cfg = || cfg().labels(children::LABEL_STORE);
+    controller
+        .owns(ctx.watched::<StatefulSet>(), owned_cfg())
+        .owns(ctx.watched::<Service>(), owned_cfg())
+        .owns(ctx.watched::<NetworkPolicy>(), owned_cfg())
+        .watches(
+            ctx.watched::<PartialObjectMeta<Secret>>(),
+            cfg(),
+            move |secret| stores_using(&store, &secret),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, state)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "memorystore reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// Stores that read this Secret: their external connection Secret, CloudNativePG's app Secret,
+/// or one of their own Secrets.
+fn stores_using(
+    store: &Store<Guarded>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<Guarded>> {
+    let (Some(ns), Some(name)) = (
+        secret.metadata.namespace.as_deref(),
+        secret.metadata.name.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|s| s.namespace().as_deref() == Some(ns))
+        .filter(|s| {
+            let n = s.name_any();
+            let external = s
+                .spec
+                .external
+                .as_ref()
+                .map(|e| e.connection_secret_ref.name.as_str());
+            external == Some(name)
+                || name == children::cnpg_app_secret_name(&n)
+                || name == children::credentials_secret_name(&n)
+                || name == children::app_secret_name(&n)
+        })
+        .map(|s| ObjectRef::new(&s.name_any()).within(ns))
+        .collect()
+}
+
+async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
+    let ctx = &state.ctx;
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let store = match &guarded.0 {
+        Ok(s) => s,
+        Err(invalid) => {
+            let name = invalid.metadata.name.clone().unwrap_or_default();
+            let ns = invalid.metadata.namespace.clone().unwrap_or_default();
+            if invalid.metadata.deletion_timestamp.is_some() {
+                // Cleanup must work even when the spec cannot be decoded.
+                return deletion::finalize_raw(&ns, &name, &state).boxed().await;
+            }
+            warn!(%name, error = %invalid.error, "undecodable MemoryStore");
+            return Err(Error::Undecodable(format!(
+                "MemoryStore {name}: {}",
+                invalid.error
+            )));
+        }
+    };
+    let ns = store
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = store.name_any();
+    let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
+    async {
+        if store.metadata.deletion_timestamp.is_some() {
+            return deletion::finalize(store, &ns, &state).boxed().await;
+        }
+        let api: Api<MemoryStore> = Api::namespaced(ctx.client.clone(), &ns);
+        match store.spec.deletion_policy {
+            DeletionPolicy::Delete => finalizer::add_finalizer(&api, store, FINALIZER).await?,
+            DeletionPolicy::Retain => finalizer::remove_finalizer(&api, store, FINALIZER).await?,
+        }
+        let (finding, endpoint, counts) = observe(store, &ns, &name, &state).boxed().await?;
+        write_status(store, &ns, &name, finding, endpoint, counts, ctx).await
+    }
+    .instrument(span)
+    .await
+}
+
+type Observed = (Finding, Option<Endpoint>, Option<Counts>);
+
+/// Provision what the mode needs, connect, migrate, and report.
+async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Result<Observed> {
+    let ctx = &state.ctx;
+    let layout = match StoreLayout::from_spec(&store.spec) {
+        Ok(l) => l,
+        Err(p) => {
+            return Ok((
+                Finding::Invalid {
+                    reason: "InvalidSpec".into(),
+                    message: p.0,
+                },
+                None,
+                None,
+            ));
+        }
+    };
+    let conn = match provision(store, ns, name, ctx).boxed().await? {
+        Ok(c) => c,
+        Err(p) => {
+            return Ok((
+                Finding::NotConnected {
+                    reason: p.reason.into(),
+                    message: p.message,
+                },
+                None,
+                None,
+            ));
+        }
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    apply::apply(
+        &secrets,
+        apply::manager::MEMORY_STORE,
+        &children::app_secret(store, conn.secret_data()),
+    )
+    .await?;
+    let endpoint = Endpoint {
+        host: conn.host.clone(),
+        port: conn.port,
+        secret_name: children::app_secret_name(name),
+    };
+    let shown = conn.display();
+    let pool = match state.pools.get(ns, name, &conn) {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok((
+                Finding::NotConnected {
+                    reason: "InvalidConnectionSecret".into(),
+                    message: format!("connection settings for {shown} are invalid: {e}"),
+                },
+                Some(endpoint),
+                None,
+            ));
+        }
+    };
+    if let Err(e) = sqlx::query("SELECT 1").execute(&pool).boxed().await {
+        let reason = match store.spec.mode {
+            StoreMode::External => "DatabaseUnreachable",
+            _ => "WaitingForDatabase",
+        };
+        return Ok((
+            Finding::NotConnected {
+                reason: reason.into(),
+                message: format!("cannot connect to {shown}: {}", describe(&e)),
+            },
+            Some(endpoint),
+            None,
+        ));
+    }
+    let prepared = match schema::prepare(&pool, &layout).boxed().await {
+        Ok(p) => p,
+        Err(e) => {
+            return Ok((
+                Finding::SchemaFailed {
+                    endpoint: shown,
+                    message: e.to_string(),
+                },
+                Some(endpoint),
+                None,
+            ));
+        }
+    };
+    let oref = store.object_ref(&());
+    for (version, description) in &prepared.applied {
+        info!(version, %description, "applied schema migration");
+        // One action per version: the event recorder folds Events with equal (reason, action)
+        // into one series, and each migration deserves its own Event.
+        ctx.event(
+            &oref,
+            EventType::Normal,
+            "MigrationApplied",
+            &format!("MigrateToVersion{version}"),
+            format!("applied schema migration {version} ({description}) on {shown}"),
+        )
+        .await;
+    }
+    for dropped in &prepared.dropped_indexes {
+        ctx.event(
+            &oref,
+            EventType::Normal,
+            "IndexReplaced",
+            "Migrate",
+            format!("dropped index {dropped} of an earlier index layout"),
+        )
+        .await;
+    }
+    let counts = schema::counts(&pool)
+        .boxed()
+        .await
+        .ok()
+        .map(|(memories, pending_embeddings)| Counts {
+            memories,
+            pending_embeddings,
+        });
+    Ok((
+        Finding::Prepared {
+            endpoint: shown,
+            prepared,
+            layout,
+        },
+        Some(endpoint),
+        counts,
+    ))
+}
+
+/// Apply the mode's children and work out the connection details.
+async fn provision(
+    store: &MemoryStore,
+    ns: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Result<ConnInfo, ConnProblem>> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let m = apply::manager::MEMORY_STORE;
+    match store.spec.mode {
+        StoreMode::External => {
+            let Some(ext) = &store.spec.external else {
+                return Ok(Err(ConnProblem {
+                    reason: "InvalidSpec",
+                    message: "mode: external needs spec.external.connectionSecretRef".into(),
+                }));
+            };
+            let r = &ext.connection_secret_ref;
+            let secret = secrets.get_opt(&r.name).await?;
+            Ok(connection::from_external_secret(r, secret.as_ref(), ns))
+        }
+        StoreMode::Managed => {
+            let managed = store.spec.managed.clone().unwrap_or_else(|| {
+                serde_json::from_value(serde_json::json!({})).expect("defaults")
+            });
+            let creds = apply::create_if_absent(
+                &secrets,
+                m,
+                &children::credentials_secret(store, children::generate_password()),
+            )
+            .await?;
+            let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+            apply::apply(&services, m, &children::headless_service(store)).await?;
+            apply::apply(&services, m, &children::client_service(store)).await?;
+            let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+            apply::apply(&sts, m, &children::statefulset(store, &managed)).await?;
+            let np: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+            apply::apply(&np, m, &children::network_policy(store)).await?;
+            Ok(connection::from_credentials(
+                &creds,
+                children::managed_host(name, ns),
+                children::PG_PORT,
+            ))
+        }
+        StoreMode::Cloudnativepg => {
+            let Some(spec) = &store.spec.cloudnativepg else {
+                return Ok(Err(ConnProblem {
+                    reason: "InvalidSpec",
+                    message: "mode: cloudnativepg needs spec.cloudnativepg".into(),
+                }));
+            };
+            let ar = children::cnpg_api_resource();
+            let clusters: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+            let cluster = children::cnpg_cluster(store, spec);
+            let pp = kube::api::PatchParams::apply(m).force();
+            match clusters
+                .patch(
+                    &children::cnpg_cluster_name(name),
+                    &pp,
+                    &kube::api::Patch::Apply(&cluster),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Ok(Err(ConnProblem {
+                        reason: "CloudNativePGNotInstalled",
+                        message: "the CloudNativePG operator is not installed (no clusters.postgresql.cnpg.io CRD): install it (https://cloudnative-pg.io/documentation/current/installation_upgrade/) or use mode: managed".into(),
+                    }));
+                }
+                Err(e) => return Err(Error::Kube(e)),
+            }
+            let app = children::cnpg_app_secret_name(name);
+            match secrets.get_opt(&app).await? {
+                Some(s) => Ok(connection::from_cnpg_secret(&s)),
+                None => Ok(Err(ConnProblem {
+                    reason: "WaitingForDatabase",
+                    message: format!(
+                        "waiting for CloudNativePG to create Cluster {} and its app Secret {app}",
+                        children::cnpg_cluster_name(name)
+                    ),
+                })),
+            }
+        }
+    }
+}
+
+/// Fold the finding into the status; write only when something but timestamps changed; publish an
+/// Event when Ready changes.
+async fn write_status(
+    store: &MemoryStore,
+    ns: &str,
+    name: &str,
+    finding: Finding,
+    endpoint: Option<Endpoint>,
+    counts: Option<Counts>,
+    ctx: &Context,
+) -> Result<Action> {
+    let requeue = match &finding {
+        Finding::Prepared { .. } => Action::requeue(Duration::from_secs(60)),
+        Finding::Invalid { .. } => Action::await_change(),
+        _ => Action::requeue(Duration::from_secs(15)),
+    };
+    let old = store.status.clone().unwrap_or_default();
+    let now = ctx.clock.now_time();
+    let mut conds = old.conditions.clone();
+    if !matches!(finding, Finding::Prepared { .. }) {
+        conditions::remove(&mut conds, &[status::REINDEX_REQUIRED]);
+    }
+    let conds = conditions::merge(
+        &conds,
+        status::conditions(&finding),
+        store.metadata.generation,
+        &now,
+    );
+    let mut new = MemoryStoreStatus {
+        observed_generation: store.metadata.generation,
+        conditions: conds,
+        endpoint: endpoint.or(old.endpoint.clone()),
+        pgvector_version: old.pgvector_version.clone(),
+        schema_version: old.schema_version,
+        counts: counts.or(old.counts.clone()),
+    };
+    if let Finding::Prepared { prepared, .. } = &finding {
+        new.pgvector_version = prepared.pgvector_version.clone();
+        new.schema_version = Some(prepared.schema_version);
+    }
+    let same = new.observed_generation == old.observed_generation
+        && new.endpoint == old.endpoint
+        && new.pgvector_version == old.pgvector_version
+        && new.schema_version == old.schema_version
+        && new.counts == old.counts
+        && conditions::equal_ignoring_time(&new.conditions, &old.conditions);
+    if same {
+        return Ok(requeue);
+    }
+    let api: Api<MemoryStore> = Api::namespaced(ctx.client.clone(), ns);
+    apply::apply_status(&api, apply::manager::MEMORY_STORE, name, &new).await?;
+    ctx.metrics.status_write(CONTROLLER);
+
+    let old_ready = conditions::get(&old.conditions, status::READY);
+    let new_ready = conditions::get(&new.conditions, status::READY);
+    if let Some(nr) = new_ready
+        && old_ready.map(|c| (&c.status, &c.reason)) != Some((&nr.status, &nr.reason))
+    {
+        let type_ = if nr.status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        ctx.event(
+            &store.object_ref(&()),
+            type_,
+            &nr.reason,
+            "Reconcile",
+            nr.message.clone(),
+        )
+        .await;
+    }
+    Ok(requeue)
+}
+
+fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
+    state.ctx.metrics.failure(CONTROLLER, error.label());
+    let oref = match &guarded.0 {
+        Ok(p) => ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()),
+        Err(i) => ObjectRef::new(i.metadata.name.as_deref().unwrap_or_default())
+            .within(i.metadata.namespace.as_deref().unwrap_or_default()),
+    };
+    if !error.is_transient() {
+        warn!(error = %error, "memorystore: waiting for a change");
+        return Action::await_change();
+    }
+    let mut failures = state.failures.lock().expect("failures lock");
+    let n = failures.entry(oref).or_default();
+    *n += 1;
+    warn!(error = %error, attempt = *n, "memorystore reconcile failed; retrying");
+    Action::requeue(Error::backoff(*n))
+}

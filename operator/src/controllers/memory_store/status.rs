@@ -1,0 +1,217 @@
+//! Conditions of a MemoryStore, computed from what reconcile found. Pure.
+
+use crate::{
+    conditions::Desired,
+    memory::{
+        ddl::{StoreLayout, operator_class},
+        schema::Prepared,
+    },
+};
+
+pub const DATABASE_READY: &str = "DatabaseReady";
+pub const SCHEMA_READY: &str = "SchemaReady";
+pub const INDEX_READY: &str = "IndexReady";
+pub const REINDEX_REQUIRED: &str = "ReindexRequired";
+pub const READY: &str = "Ready";
+
+/// What this reconcile learned about the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// The spec cannot be used.
+    Invalid { reason: String, message: String },
+    /// No usable connection yet (secret missing, CloudNativePG absent, unreachable, …).
+    NotConnected { reason: String, message: String },
+    /// Connected, but migrating or the per-store DDL failed.
+    SchemaFailed { endpoint: String, message: String },
+    /// Connected and prepared.
+    Prepared {
+        endpoint: String,
+        prepared: Prepared,
+        layout: StoreLayout,
+    },
+}
+
+fn index_text(layout: &StoreLayout) -> String {
+    let ops = operator_class(layout.metric);
+    match layout.index {
+        crate::memory::ddl::IndexKind::Hnsw { m, ef_construction } => format!(
+            "hnsw (m={m}, ef_construction={ef_construction}, {ops}) on vector({})",
+            layout.dimensions
+        ),
+        crate::memory::ddl::IndexKind::IvfFlat { lists } => format!(
+            "ivfflat (lists={lists}, {ops}) on vector({})",
+            layout.dimensions
+        ),
+    }
+}
+
+/// The conditions for a finding.
+pub fn conditions(f: &Finding) -> Vec<Desired> {
+    match f {
+        Finding::Invalid { reason, message } => vec![
+            Desired::unknown(
+                DATABASE_READY,
+                reason.clone(),
+                "spec is invalid; not provisioned",
+            ),
+            Desired::unknown(SCHEMA_READY, reason.clone(), "spec is invalid"),
+            Desired::unknown(INDEX_READY, reason.clone(), "spec is invalid"),
+            Desired::false_(READY, reason.clone(), message.clone()),
+        ],
+        Finding::NotConnected { reason, message } => vec![
+            Desired::false_(DATABASE_READY, reason.clone(), message.clone()),
+            Desired::unknown(
+                SCHEMA_READY,
+                "WaitingForDatabase",
+                "waiting for the database",
+            ),
+            Desired::unknown(
+                INDEX_READY,
+                "WaitingForDatabase",
+                "waiting for the database",
+            ),
+            Desired::false_(READY, reason.clone(), message.clone()),
+        ],
+        Finding::SchemaFailed { endpoint, message } => vec![
+            Desired::true_(
+                DATABASE_READY,
+                "Connected",
+                format!("connected to {endpoint}"),
+            ),
+            Desired::false_(SCHEMA_READY, "MigrationFailed", message.clone()),
+            Desired::unknown(INDEX_READY, "MigrationFailed", "schema is not ready"),
+            Desired::false_(READY, "MigrationFailed", message.clone()),
+        ],
+        Finding::Prepared {
+            endpoint,
+            prepared,
+            layout,
+        } => {
+            let db = Desired::true_(
+                DATABASE_READY,
+                "Connected",
+                format!(
+                    "connected to {endpoint} (pgvector {})",
+                    prepared.pgvector_version.as_deref().unwrap_or("unknown")
+                ),
+            );
+            let schema = Desired::true_(
+                SCHEMA_READY,
+                "Migrated",
+                format!("schema version {}", prepared.schema_version),
+            );
+            match &prepared.reindex {
+                Some(r) => {
+                    let msg = r.describe();
+                    vec![
+                        db,
+                        schema,
+                        Desired::false_(INDEX_READY, "ReindexRequired", msg.clone()),
+                        Desired::true_(REINDEX_REQUIRED, "EmbeddingChanged", msg.clone()),
+                        Desired::false_(READY, "ReindexRequired", msg),
+                    ]
+                }
+                None => vec![
+                    db,
+                    schema,
+                    Desired::true_(INDEX_READY, "IndexBuilt", index_text(layout)),
+                    Desired::false_(
+                        REINDEX_REQUIRED,
+                        "EmbeddingUnchanged",
+                        format!(
+                            "stored vectors match {} / vector({})",
+                            layout.model, layout.dimensions
+                        ),
+                    ),
+                    Desired::true_(
+                        READY,
+                        "StoreReady",
+                        format!(
+                            "{endpoint}: schema {}, {}",
+                            prepared.schema_version,
+                            index_text(layout)
+                        ),
+                    ),
+                ],
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::memory_store::MemoryStoreSpec,
+        memory::schema::{IndexState, ReindexNeeded},
+    };
+
+    fn layout() -> StoreLayout {
+        let spec: MemoryStoreSpec = serde_saphyr::from_str("mode: external\n").unwrap();
+        StoreLayout::from_spec(&spec).unwrap()
+    }
+
+    fn prepared(reindex: Option<ReindexNeeded>) -> Prepared {
+        Prepared {
+            applied: vec![],
+            schema_version: 4,
+            pgvector_version: Some("0.8.1".into()),
+            index: if reindex.is_some() {
+                IndexState::Blocked
+            } else {
+                IndexState::Ready("memories_embedding_hnsw_cosine_m16_efc64".into())
+            },
+            reindex,
+            dropped_indexes: vec![],
+        }
+    }
+
+    fn get<'a>(c: &'a [Desired], t: &str) -> &'a Desired {
+        c.iter().find(|d| d.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn prepared_store_is_ready() {
+        let c = conditions(&Finding::Prepared {
+            endpoint: "db:5432/x".into(),
+            prepared: prepared(None),
+            layout: layout(),
+        });
+        assert_eq!(get(&c, READY).status, crate::conditions::Status::True);
+        assert_eq!(
+            get(&c, REINDEX_REQUIRED).status,
+            crate::conditions::Status::False
+        );
+        assert!(get(&c, INDEX_READY).message.contains("vector_cosine_ops"));
+    }
+
+    #[test]
+    fn dimension_change_requires_reindex_and_is_not_ready() {
+        let c = conditions(&Finding::Prepared {
+            endpoint: "db:5432/x".into(),
+            prepared: prepared(Some(ReindexNeeded {
+                stored_dimensions: 768,
+                stored_model: "nomic-embed-text".into(),
+                wanted_dimensions: 1024,
+                wanted_model: "nomic-embed-text".into(),
+            })),
+            layout: layout(),
+        });
+        assert_eq!(
+            get(&c, REINDEX_REQUIRED).status,
+            crate::conditions::Status::True
+        );
+        assert_eq!(get(&c, READY).reason, "ReindexRequired");
+        assert!(get(&c, READY).message.contains("768 -> 1024"));
+    }
+
+    #[test]
+    fn unreachable_database_says_why() {
+        let c = conditions(&Finding::NotConnected {
+            reason: "DatabaseUnreachable".into(),
+            message: "cannot reach m.ns.svc:5432/memory".into(),
+        });
+        assert_eq!(get(&c, DATABASE_READY).reason, "DatabaseUnreachable");
+        assert_eq!(get(&c, READY).status, crate::conditions::Status::False);
+    }
+}

@@ -1,0 +1,536 @@
+//! The MemoryStore controller on the real control plane and the harness PostgreSQL: external mode
+//! end to end, managed and cloudnativepg children, stable credentials, ReindexRequired, deletion.
+
+use std::time::Duration;
+
+use aienv::{
+    api::memory_store::MemoryStore,
+    controllers::memory_store::{CONTROLLER, FINALIZER},
+    memory::{Memories, MemoryType, NewMemory},
+};
+use aienv_tests::{
+    operator::{self, Which, install_crds},
+    testenv::{TestNamespace, require_env, wait_for},
+};
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{PersistentVolumeClaim, Secret, Service},
+        events::v1::Event,
+        networking::v1::NetworkPolicy,
+    },
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    },
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn condition(s: &MemoryStore, type_: &str) -> Option<(String, String, String)> {
+    s.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_condition(
+    api: &Api<MemoryStore>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<MemoryStore> {
+    let what = format!("{name}: {type_}={status} ({reason})");
+    let res = wait_for(WAIT, &what, || async {
+        let s = api.get(name).await?;
+        Ok(condition(&s, type_)
+            .filter(|(st, r, _)| st == status && r == reason)
+            .map(|_| s))
+    })
+    .await;
+    if res.is_err() {
+        let s = api.get(name).await?;
+        eprintln!("last status of {name}: {:#?}", s.status);
+    }
+    res
+}
+
+async fn apply_store(
+    api: &Api<MemoryStore>,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    let obj = serde_json::json!({
+        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
+        "metadata": {"name": name}, "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
+    let api: Api<Secret> = ns.api();
+    let obj = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn touch(api: &Api<MemoryStore>, name: &str, value: &str) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {"aienv.test/touch": value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+async fn events_text(ns: &TestNamespace, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let events: Api<Event> = ns.api();
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+async fn delete_and_wait(api: &Api<MemoryStore>, name: &str) -> anyhow::Result<()> {
+    api.delete(name, &DeleteParams::default()).await?;
+    wait_for(WAIT, &format!("{name} deleted"), || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+async fn table_exists(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(table)
+        .fetch_one(pool)
+        .await?)
+}
+
+#[tokio::test]
+async fn external_mode_end_to_end() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-ext").await?;
+    let db = env.test_database("memstore_ext").await?;
+    let password = url::Url::parse(&db.url)?.password().unwrap().to_string();
+    put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+
+    apply_store(
+        &api,
+        "mem",
+        serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "pg", "key": "uri"}},
+            "embedding": {"dimensions": 4}, "deletionPolicy": "Delete"}),
+    )
+    .await?;
+    let s = wait_condition(&api, "mem", "Ready", "True", "StoreReady").await?;
+    for t in ["DatabaseReady", "SchemaReady", "IndexReady"] {
+        assert_eq!(condition(&s, t).unwrap().0, "True", "{t}");
+    }
+    assert_eq!(condition(&s, "ReindexRequired").unwrap().0, "False");
+    let st = s.status.clone().unwrap();
+    assert_eq!(st.schema_version, Some(4));
+    assert!(st.pgvector_version.unwrap().starts_with("0.8"));
+    let counts = st.counts.unwrap();
+    assert_eq!((counts.memories, counts.pending_embeddings), (0, 0));
+    let endpoint = st.endpoint.unwrap();
+    assert_eq!(endpoint.secret_name, "mem-app");
+    assert_eq!(endpoint.host, "127.0.0.1");
+    assert!(
+        s.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&FINALIZER.to_string())
+    );
+
+    // The connection Secret agents get.
+    let app = ns.api::<Secret>().get("mem-app").await?;
+    let data = app.data.unwrap();
+    for k in ["host", "port", "database", "user", "password", "uri"] {
+        assert!(data.contains_key(k), "{k}");
+    }
+    assert_eq!(String::from_utf8(data["password"].0.clone())?, password);
+    assert_eq!(app.metadata.owner_references.unwrap()[0].name, "mem");
+
+    // One Event per migration (whichever operator replica applied it).
+    let events = wait_for(WAIT, "an Event per migration", || async {
+        let ev = events_text(&ns, "mem").await?;
+        let mut versions: Vec<&str> = ev
+            .iter()
+            .filter(|(r, _)| r == "MigrationApplied")
+            .filter_map(|(_, n)| n.strip_prefix("applied schema migration "))
+            .filter_map(|n| n.split(' ').next())
+            .collect();
+        versions.sort();
+        Ok((versions == ["1", "2", "3", "4"]).then_some(ev.clone()))
+    })
+    .await?;
+    let everything = format!("{events:?} {:?}", api.get("mem").await?.status);
+    assert!(
+        !everything.contains(&password),
+        "a password leaked into status or events"
+    );
+
+    // Counts follow the data.
+    let mem = Memories::open(db.pool.clone()).await?;
+    let mut m = NewMemory::new("embedded", MemoryType::Agent);
+    m.embedding = Some(vec![1.0, 0.0, 0.0, 0.0]);
+    mem.store(&m).await?;
+    mem.store(&NewMemory::new("pending", MemoryType::Rag))
+        .await?;
+    touch(&api, "mem", "1").await?;
+    wait_for(WAIT, "counts 2/1", || async {
+        let s = api.get("mem").await?;
+        let c = s.status.and_then(|s| s.counts).unwrap_or_default();
+        Ok((c.memories == 2 && c.pending_embeddings == 1).then_some(()))
+    })
+    .await?;
+
+    // Steady state: reconciles without status writes.
+    let writes = ops.ctx.metrics.status_writes(CONTROLLER);
+    let reconciles = ops.ctx.metrics.reconciles(CONTROLLER);
+    touch(&api, "mem", "2").await?;
+    wait_for(WAIT, "another reconcile", || async {
+        Ok((ops.ctx.metrics.reconciles(CONTROLLER) > reconciles).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ops.ctx.metrics.status_writes(CONTROLLER), writes);
+
+    // A dimension change: ReindexRequired, nothing dropped.
+    apply_store(
+        &api,
+        "mem",
+        serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "pg", "key": "uri"}},
+            "embedding": {"dimensions": 8}, "deletionPolicy": "Delete"}),
+    )
+    .await?;
+    let s = wait_condition(&api, "mem", "ReindexRequired", "True", "EmbeddingChanged").await?;
+    assert!(
+        condition(&s, "ReindexRequired")
+            .unwrap()
+            .2
+            .contains("dimensions 4 -> 8")
+    );
+    assert_eq!(condition(&s, "Ready").unwrap().1, "ReindexRequired");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM memories")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(n, 2);
+
+    // deletionPolicy: Delete drops the operator's tables, never the database.
+    delete_and_wait(&api, "mem").await?;
+    assert!(!table_exists(&db.pool, "memories").await?);
+    assert!(!table_exists(&db.pool, "aienv_schema_migrations").await?);
+    let still: i64 = sqlx::query_scalar("SELECT 1::bigint")
+        .fetch_one(&db.pool)
+        .await?;
+    assert_eq!(still, 1);
+
+    ops.stop().await;
+    ns.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test]
+async fn external_retain_keeps_data_and_invalid_stores_still_delete() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-ret").await?;
+    let db = env.test_database("memstore_ret").await?;
+    put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+
+    apply_store(
+        &api,
+        "kept",
+        serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "pg", "key": "uri"}},
+            "embedding": {"dimensions": 4}}),
+    )
+    .await?;
+    let s = wait_condition(&api, "kept", "Ready", "True", "StoreReady").await?;
+    assert!(
+        s.metadata.finalizers.unwrap_or_default().is_empty(),
+        "Retain needs no finalizer"
+    );
+    delete_and_wait(&api, "kept").await?;
+    assert!(
+        table_exists(&db.pool, "memories").await?,
+        "Retain keeps the tables"
+    );
+
+    // A store that can never connect (its Secret is missing) is still deletable with Delete.
+    apply_store(
+        &api,
+        "broken",
+        serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "absent", "key": "uri"}},
+            "deletionPolicy": "Delete"}),
+    )
+    .await?;
+    let s = wait_condition(
+        &api,
+        "broken",
+        "DatabaseReady",
+        "False",
+        "ConnectionSecretMissing",
+    )
+    .await?;
+    assert!(condition(&s, "Ready").unwrap().2.contains("absent"));
+    wait_for(WAIT, "finalizer on broken", || async {
+        let s = api.get("broken").await?;
+        Ok(s.metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&FINALIZER.to_string())
+            .then_some(()))
+    })
+    .await?;
+    delete_and_wait(&api, "broken").await?;
+    assert!(
+        table_exists(&db.pool, "memories").await?,
+        "nothing else was touched"
+    );
+
+    ops.stop().await;
+    ns.cleanup().await?;
+    db.cleanup().await
+}
+
+#[tokio::test]
+async fn managed_children_and_credentials_survive_restarts() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-mgd").await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+    let spec = serde_json::json!({"mode": "managed", "managed": {"storage": {"size": "2Gi", "storageClassName": "standard"},
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}},
+        "deletionPolicy": "Delete"});
+    apply_store(&api, "mem", spec.clone()).await?;
+    let s = wait_condition(&api, "mem", "DatabaseReady", "False", "WaitingForDatabase").await?;
+    assert!(
+        condition(&s, "DatabaseReady").unwrap().2.contains("mem."),
+        "{s:?}"
+    );
+
+    let sts = ns.api::<StatefulSet>().get("mem").await?;
+    let sspec = sts.spec.unwrap();
+    assert_eq!(sspec.replicas, Some(1));
+    let c = &sspec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some("pgvector/pgvector:0.8.1-pg18"));
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
+        "1Gi"
+    );
+    let pvc = &sspec.volume_claim_templates.unwrap()[0];
+    assert_eq!(
+        pvc.spec.as_ref().unwrap().storage_class_name.as_deref(),
+        Some("standard")
+    );
+    let services = ns.api::<Service>();
+    assert_eq!(
+        services
+            .get("mem-hl")
+            .await?
+            .spec
+            .unwrap()
+            .cluster_ip
+            .as_deref(),
+        Some("None")
+    );
+    assert!(services.get_opt("mem").await?.is_some());
+    let np = ns.api::<NetworkPolicy>().get("mem-db").await?;
+    assert_eq!(np.spec.unwrap().policy_types.unwrap(), ["Ingress"]);
+
+    let secrets = ns.api::<Secret>();
+    let password = |s: Secret| String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap();
+    let first = password(secrets.get("mem-credentials").await?);
+    assert_eq!(first.len(), 32);
+    let app = secrets.get("mem-app").await?;
+    let uri = String::from_utf8(app.data.unwrap()["uri"].0.clone())?;
+    assert!(uri.starts_with(&format!(
+        "postgres://aienv:{first}@mem.{}.svc:5432/memory",
+        ns.name()
+    )));
+
+    // A reconcile and an operator restart leave the password alone.
+    touch(&api, "mem", "1").await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ops.stop().await;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    touch(&api, "mem", "2").await?;
+    wait_for(WAIT, "reconcile after restart", || async {
+        Ok((ops.ctx.metrics.reconciles(CONTROLLER) > 0).then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(password(secrets.get("mem-credentials").await?), first);
+    let status = format!("{:?}", api.get("mem").await?.status);
+    assert!(!status.contains(&first));
+
+    // The StatefulSet controller makes the PVC; Delete removes it with the store.
+    let pvcs = ns.api::<PersistentVolumeClaim>();
+    wait_for(WAIT, "PVC data-mem-0", || async {
+        Ok(pvcs.get_opt("data-mem-0").await?.map(|_| ()))
+    })
+    .await?;
+    delete_and_wait(&api, "mem").await?;
+    wait_for(WAIT, "PVC deleted", || async {
+        Ok(pvcs
+            .get_opt("data-mem-0")
+            .await?
+            .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+            .then_some(()))
+    })
+    .await?;
+
+    // Retain orphans the PVC.
+    let mut retain = spec.clone();
+    retain["deletionPolicy"] = "Retain".into();
+    apply_store(&api, "kept", retain).await?;
+    wait_for(WAIT, "PVC data-kept-0", || async {
+        Ok(pvcs.get_opt("data-kept-0").await?.map(|_| ()))
+    })
+    .await?;
+    delete_and_wait(&api, "kept").await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = pvcs.get("data-kept-0").await?;
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "Retain keeps the PVC"
+    );
+
+    ops.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd_name = "clusters.postgresql.cnpg.io";
+    if crds.get_opt(crd_name).await?.is_some() {
+        crds.delete(crd_name, &DeleteParams::default()).await?;
+        wait_for(WAIT, "CNPG CRD gone", || async {
+            Ok(crds.get_opt(crd_name).await?.is_none().then_some(()))
+        })
+        .await?;
+    }
+    let ns = env.test_namespace(&client, "memstore-cnpg").await?;
+    let db = env.test_database("memstore_cnpg").await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+    apply_store(
+        &api,
+        "mem",
+        serde_json::json!({"mode": "cloudnativepg", "cloudnativepg": {"instances": 3, "storage": {"size": "20Gi"}},
+            "embedding": {"dimensions": 4}}),
+    )
+    .await?;
+    let s = wait_condition(
+        &api,
+        "mem",
+        "DatabaseReady",
+        "False",
+        "CloudNativePGNotInstalled",
+    )
+    .await?;
+    assert!(condition(&s, "Ready").unwrap().2.contains("install"));
+
+    let path = aienv_tests::testenv::workspace_root().join("tests/fixtures/cnpg-cluster-crd.yaml");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
+    crds.patch(
+        crd_name,
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await?;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    );
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &ar);
+    let cluster = wait_for(WAIT, "Cluster mem-pg", || async {
+        Ok(clusters.get_opt("mem-pg").await.ok().flatten())
+    })
+    .await?;
+    assert_eq!(cluster.data["spec"]["instances"], 3);
+    assert_eq!(cluster.data["spec"]["storage"]["size"], "20Gi");
+    assert!(
+        cluster.data["spec"]["imageName"]
+            .as_str()
+            .unwrap()
+            .contains("postgresql")
+    );
+    assert_eq!(
+        cluster.metadata.owner_references.unwrap()[0].kind,
+        "MemoryStore"
+    );
+    wait_condition(&api, "mem", "DatabaseReady", "False", "WaitingForDatabase").await?;
+
+    // What CloudNativePG would create for the app user; here it points at the harness database.
+    let u = url::Url::parse(&db.url)?;
+    put_secret(
+        &ns,
+        "mem-pg-app",
+        &[
+            ("uri", &db.url),
+            ("host", u.host_str().unwrap()),
+            ("port", &u.port().unwrap().to_string()),
+            ("dbname", &db.name),
+            ("user", u.username()),
+            ("password", u.password().unwrap()),
+        ],
+    )
+    .await?;
+    wait_condition(&api, "mem", "Ready", "True", "StoreReady").await?;
+    let app = ns.api::<Secret>().get("mem-app").await?;
+    assert_eq!(
+        String::from_utf8(app.data.unwrap()["database"].0.clone())?,
+        db.name
+    );
+    ops.stop().await;
+    ns.cleanup().await?;
+    db.cleanup().await
+}
