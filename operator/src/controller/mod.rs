@@ -6,7 +6,6 @@ pub mod clock;
 pub mod context;
 pub mod error;
 pub mod finalizer;
-pub mod finalizer;
 pub mod metrics;
 pub mod policy;
 
