@@ -115,6 +115,13 @@ impl Metrics {
             .get()
     }
 
+    /// Failures with this error label so far (tests and benchmarks read this).
+    pub fn failures(&self, controller: &'static str, error: &'static str) -> u64 {
+        self.failures
+            .get_or_create(&FailureLabels { controller, error })
+            .get()
+    }
+
     /// Reconciles started so far (tests and benchmarks read this).
     pub fn reconciles(&self, controller: &'static str) -> u64 {
         self.reconciles

@@ -23,7 +23,7 @@ use k8s_openapi::{
         core::v1::Secret,
         networking::v1::NetworkPolicy,
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time},
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -69,7 +69,17 @@ pub struct State {
     pub ctx: Arc<Context>,
     /// Environment → the Secrets its profiles read API keys from (for the Secret watch).
     secret_refs: Mutex<HashMap<ObjectRef<Guarded>, BTreeSet<String>>>,
+    /// What this process last did per environment. The object a reconcile receives comes from the
+    /// watch cache and may not show the status this process wrote a moment ago; deciding on it
+    /// alone could roll twice within minIntervalSeconds or announce a failover twice.
+    memo: Mutex<HashMap<ObjectRef<Guarded>, Memo>>,
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Memo {
+    last_rollout: Option<jiff::Timestamp>,
+    active_profile: Option<String>,
 }
 
 /// Run the controller until `shutdown` resolves.
@@ -80,6 +90,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let state = Arc::new(State {
         ctx: ctx.clone(),
         secret_refs: Mutex::default(),
+        memo: Mutex::default(),
         failures: Mutex::default(),
     });
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
@@ -236,6 +247,13 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
         }
     };
     if env.metadata.deletion_timestamp.is_some() {
+        // Children go with the garbage collector; forget what this process remembered.
+        state.memo.lock().expect("memo lock").remove(&oref(env));
+        state
+            .secret_refs
+            .lock()
+            .expect("secret refs lock")
+            .remove(&oref(env));
         return Ok(Action::await_change());
     }
     let ns = env
@@ -338,20 +356,21 @@ async fn apply_secret(
     Ok(true)
 }
 
-/// Apply the NetworkPolicies (or delete them when disabled). Returns the summary and the writes.
+/// Apply the NetworkPolicies (or delete them when disabled); returns the summary for status.
 async fn sync_network_policies(
     env: &AiEnvironment,
     ns: &str,
     owner: &OwnerReference,
     db_port: Option<u16>,
     ctx: &Context,
-) -> Result<(Option<String>, u64)> {
+) -> Result<Option<String>> {
     let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
     let label = format!("{}={}", netpol::ENV_LABEL, env.name_any());
-    let mut writes = 0;
     if !env.spec.network_policy.enabled {
         let deleted = children::delete_unwanted(&api, &label, &[]).await?;
-        return Ok((None, deleted.len() as u64));
+        ctx.metrics
+            .child_writes_inc(CONTROLLER, deleted.len() as u64);
+        return Ok(None);
     }
     let built = netpol::build(
         &env.name_any(),
@@ -383,10 +402,12 @@ async fn sync_network_policies(
             .get_or_insert_with(BTreeMap::new)
             .insert(SPEC_HASH_ANNOTATION.into(), h);
         apply::apply(&api, apply::manager::AI_ENVIRONMENT, &p).await?;
-        writes += 1;
+        ctx.metrics.child_writes_inc(CONTROLLER, 1);
     }
-    writes += children::delete_unwanted(&api, &label, &keep).await?.len() as u64;
-    Ok((Some(built.summary), writes))
+    let deleted = children::delete_unwanted(&api, &label, &keep).await?;
+    ctx.metrics
+        .child_writes_inc(CONTROLLER, deleted.len() as u64);
+    Ok(Some(built.summary))
 }
 
 fn names(ws: &[rollout::Workload], idx: &[usize]) -> String {
@@ -473,15 +494,17 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
             (k.clone(), c)
         })
         .collect();
-    let selection = select::select(
-        &spec.llm,
-        old.active_profile.as_deref(),
-        &profile_conds,
-        now,
-    );
+    let memo = state
+        .memo
+        .lock()
+        .expect("memo lock")
+        .get(&oref(env))
+        .cloned()
+        .unwrap_or_default();
+    let current = memo.active_profile.clone().or(old.active_profile.clone());
+    let selection = select::select(&spec.llm, current.as_deref(), &profile_conds, now);
 
     // Render and apply the Secret.
-    let mut writes = 0u64;
     let mut rendered = None;
     let secret_finding = match &selection {
         Ok(sel) => {
@@ -495,7 +518,7 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                         harnesses: &spec.llm.harnesses,
                     });
                     if apply_secret(&secrets, &secret_name, &owner, &r).await? {
-                        writes += 1;
+                        ctx.metrics.child_writes_inc(CONTROLLER, 1);
                     }
                     let h = r.hash.clone();
                     rendered = Some(r);
@@ -509,8 +532,7 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
 
     // Memory store and NetworkPolicies.
     let (memory, db_port) = memory::observe(&client, ns, spec.memory.as_ref()).await?;
-    let (np_summary, np_writes) = sync_network_policies(env, ns, &owner, db_port, ctx).await?;
-    writes += np_writes;
+    let np_summary = sync_network_policies(env, ns, &owner, db_port, ctx).await?;
 
     // Workloads and the rollout.
     let mut requeue: Vec<Duration> = Vec::new();
@@ -521,7 +543,11 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
     {
         requeue.push(*d);
     }
-    let mut last_rollout = old.last_rollout_time.clone();
+    let mut last_rollout = match (&old.last_rollout_time, memo.last_rollout) {
+        (Some(t), Some(m)) if m > t.0 => Some(Time(m)),
+        (None, Some(m)) => Some(Time(m)),
+        (t, _) => t.clone(),
+    };
     let mut ws = Vec::new();
     let rollout_state = match selector(&spec.agents.selector) {
         Err(p) => RolloutState::Failed(p),
@@ -535,7 +561,11 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                     ),
                 })
             } else if let Some(r) = &rendered {
-                let last = old.last_rollout_time.as_ref().map(|t| t.0);
+                let last = old
+                    .last_rollout_time
+                    .as_ref()
+                    .map(|t| t.0)
+                    .max(memo.last_rollout);
                 match rollout::plan(&ws, &r.hash, &spec.agents.rollout, last, now) {
                     Plan::Done => RolloutState::Done {
                         workloads: ws.len(),
@@ -545,12 +575,22 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                             .iter()
                             .map(|i| (ws[*i].kind, ws[*i].name.clone()))
                             .collect();
-                        workloads::patch_all(&client, ns, &list, &r.hash).await?;
-                        writes += list.len() as u64;
+                        let (patched, res) =
+                            workloads::patch_all(&client, ns, &list, &r.hash).await;
+                        ctx.metrics.child_writes_inc(CONTROLLER, patched);
+                        res?;
                         for i in &targets {
                             ws[*i].hash = Some(r.hash.clone());
                         }
-                        last_rollout = Some(ctx.clock.now_time());
+                        let t = ctx.clock.now_time();
+                        state
+                            .memo
+                            .lock()
+                            .expect("memo lock")
+                            .entry(oref(env))
+                            .or_default()
+                            .last_rollout = Some(t.0);
+                        last_rollout = Some(t);
                         let profile = selection.as_ref().map(|s| s.active.as_str()).unwrap_or("");
                         let (reason, what) = if canary {
                             ("CanaryStarted", "canary")
@@ -623,8 +663,15 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
             }
         }
     };
-    if writes > 0 {
-        ctx.metrics.child_writes_inc(CONTROLLER, writes);
+
+    if let Ok(sel) = &selection {
+        state
+            .memo
+            .lock()
+            .expect("memo lock")
+            .entry(oref(env))
+            .or_default()
+            .active_profile = Some(sel.active.clone());
     }
 
     // Failover Events.

@@ -1,7 +1,7 @@
 //! The selected Deployments and StatefulSets: listing them, and writing the config hash into their
 //! pod template with server-side apply under `aienv/rollout`, touching nothing else.
 
-use futures::{StreamExt, TryStreamExt, stream};
+use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{
     Api, Client, ResourceExt,
@@ -10,7 +10,7 @@ use kube::{
 };
 
 use super::rollout::{HASH_ANNOTATION, Kind, Workload};
-use crate::controller::{Result, apply::manager};
+use crate::controller::{Error, Result, apply::manager};
 
 /// How many workload patches are in flight at once.
 pub const PATCH_CONCURRENCY: usize = 16;
@@ -93,13 +93,14 @@ pub fn hash_patch(kind: Kind, name: &str, hash: &str) -> serde_json::Value {
     })
 }
 
-/// Apply the hash to each target, a few at a time.
+/// Apply the hash to each target, a few at a time. Returns how many patches the API server
+/// accepted (also when one failed: those writes happened) and the first error.
 pub async fn patch_all(
     client: &Client,
     ns: &str,
     targets: &[(Kind, String)],
     hash: &str,
-) -> Result<()> {
+) -> (u64, Result<()>) {
     let params = PatchParams::apply(manager::ROLLOUT).force();
     stream::iter(targets.iter().cloned())
         .map(|(kind, name)| {
@@ -124,9 +125,13 @@ pub async fn patch_all(
             }
         })
         .buffer_unordered(PATCH_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
+        .fold((0u64, Ok(())), |(n, first), res| async move {
+            match res {
+                Ok(()) => (n + 1, first),
+                Err(e) => (n, first.and(Err(Error::Kube(e)))),
+            }
+        })
+        .await
 }
 
 #[cfg(test)]
