@@ -109,7 +109,9 @@ pub enum Harness {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Agents {
-    /// Label selector over Deployments and StatefulSets in this namespace.
+    /// Label selector over Deployments and StatefulSets in this namespace (must not be empty).
+    /// The NetworkPolicies select the agents' pods with the same selector, so put these labels on
+    /// the pod template too.
     pub selector: LabelSelector,
     /// How a change reaches the agents.
     #[serde(default)]
@@ -209,7 +211,7 @@ fn default_llm_port() -> u16 {
 pub struct AiEnvironmentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// ProfileResolved, SecretRendered, RolledOut, MemoryReady, FailedOver, Ready.
+    /// ProfileResolved, SecretRendered, RolledOut, MemoryReady, FailedOver, NetworkPolicyReady, Ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The profile currently rendered for the agents.
