@@ -7,7 +7,7 @@ use aienv::{
 };
 use anyhow::Result;
 use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
+    apps::v1::{Deployment, ReplicaSet, StatefulSet},
     core::v1::Secret,
     events::v1::Event,
 };
@@ -104,6 +104,45 @@ pub async fn create_deployment(
         .api::<Deployment>()
         .create(&PostParams::default(), &serde_json::from_value(obj)?)
         .await?)
+}
+
+/// A StatefulSet labelled `labels` (on the object and its pods), with no replicas.
+pub async fn create_statefulset(
+    ns: &TestNamespace,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Result<StatefulSet> {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut pod_labels = labels.clone();
+    pod_labels.insert("workload".into(), name.into());
+    let obj = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"workload": name}},
+            "template": {
+                "metadata": {"labels": pod_labels},
+                "spec": {"containers": [{"name": "agent", "image": "registry.invalid/agent:1"}]},
+            },
+        },
+    });
+    Ok(ns
+        .api::<StatefulSet>()
+        .create(&PostParams::default(), &serde_json::from_value(obj)?)
+        .await?)
+}
+
+/// The config hash on a StatefulSet's pod template.
+pub async fn statefulset_hash(ns: &TestNamespace, name: &str) -> Result<Option<String>> {
+    let s = ns.api::<StatefulSet>().get(name).await?;
+    Ok(s.spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.annotations)
+        .and_then(|a| a.get(HASH_ANNOTATION).cloned()))
 }
 
 /// The config hash on a Deployment's pod template.

@@ -10,8 +10,9 @@ use aienv::{
 };
 use aienv_tests::{
     agents::{
-        WAIT, apply_env, apply_profile, create_deployment, deployment_hash, env_condition,
-        events_text, expect_replicasets, put_key, replicasets_of, wait_env,
+        WAIT, apply_env, apply_profile, create_deployment, create_statefulset, deployment_hash,
+        env_condition, events_text, expect_replicasets, put_key, replicasets_of, statefulset_hash,
+        wait_env,
     },
     operator::{self, Which, install_crds},
     testenv::{TestNamespace, require_env, wait_for},
@@ -432,6 +433,52 @@ async fn network_policies_follow_the_spec_and_everything_is_garbage_collected() 
     .await?;
     // The workload stays, with the last hash it was given.
     assert!(deployment_hash(&ns, "agent-a").await?.is_some());
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn statefulsets_are_rolled_like_deployments() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("aienv-sts").await? else {
+        return Ok(());
+    };
+    put_key(&ns, "claude", "apiKey", KEY1).await?;
+    apply_profile(&ns, "claude", profile_spec("m1", "claude")).await?;
+    create_statefulset(&ns, "agent-sts", &[("app", "agent")]).await?;
+    create_deployment(&ns, "agent-a", &[("app", "agent")], 1).await?;
+    apply_env(&ns, "dev", env_spec("claude", 0)).await?;
+    let e = wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
+    let h1 = e.status.as_ref().unwrap().rendered_hash.clone().unwrap();
+    assert_eq!(
+        statefulset_hash(&ns, "agent-sts").await?.as_deref(),
+        Some(h1.as_str())
+    );
+    let kinds: Vec<String> = e
+        .status
+        .unwrap()
+        .targets
+        .iter()
+        .map(|t| format!("{}/{}", t.kind, t.name))
+        .collect();
+    assert_eq!(kinds, ["Deployment/agent-a", "StatefulSet/agent-sts"]);
+    apply_profile(&ns, "claude", profile_spec("m2", "claude")).await?;
+    let h2 = wait_rolled(&ns, "dev", &["agent-a"], Some(&h1)).await?;
+    wait_for(WAIT, "statefulset carries the new hash", || async {
+        Ok(
+            (statefulset_hash(&ns, "agent-sts").await?.as_deref() == Some(h2.as_str()))
+                .then_some(()),
+        )
+    })
+    .await?;
+    let sts = ns
+        .api::<k8s_openapi::api::apps::v1::StatefulSet>()
+        .get("agent-sts")
+        .await?;
+    assert_eq!(
+        sts.metadata.generation,
+        Some(3),
+        "created, then one write per change"
+    );
     ctrl.stop().await;
     ns.cleanup().await
 }
