@@ -87,6 +87,8 @@ fn parse_env_file(text: &str) -> HashMap<String, String> {
 impl TestEnv {
     /// Reads the env file; `None` when there is none. Panics on a malformed file.
     pub fn load() -> Option<TestEnv> {
+        // kube (ring) and reqwest/object_store (aws-lc) both bring a rustls provider.
+        aienv::install_crypto_provider();
         let path = env_file_path();
         let text = std::fs::read_to_string(&path).ok()?;
         Some(
@@ -96,7 +98,11 @@ impl TestEnv {
     }
 
     fn from_vars(vars: HashMap<String, String>) -> Result<TestEnv> {
-        let get = |k: &str| vars.get(k).cloned().with_context(|| format!("missing key {k}"));
+        let get = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .with_context(|| format!("missing key {k}"))
+        };
         Ok(TestEnv {
             dir: get("AIENV_TESTENV_DIR")?.into(),
             kubeconfig: get("KUBECONFIG")?.into(),
@@ -115,16 +121,26 @@ impl TestEnv {
 
     /// Whether the apiserver accepts TCP connections (the env file may outlive a reboot).
     pub fn is_reachable(&self) -> bool {
-        let hostport = self.kube_apiserver.trim_start_matches("https://").trim_end_matches('/');
-        let addrs: Vec<SocketAddr> = hostport.to_socket_addrs().map(|a| a.collect()).unwrap_or_default();
-        addrs.iter().any(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok())
+        let hostport = self
+            .kube_apiserver
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let addrs: Vec<SocketAddr> = hostport
+            .to_socket_addrs()
+            .map(|a| a.collect())
+            .unwrap_or_default();
+        addrs
+            .iter()
+            .any(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok())
     }
 
     /// A kube client for the admin user of the kubeconfig.
     pub async fn kube_client(&self) -> Result<kube::Client> {
+        aienv::install_crypto_provider();
         let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
             .with_context(|| format!("reading {}", self.kubeconfig.display()))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
         Ok(kube::Client::try_from(config)?)
     }
 
@@ -143,7 +159,11 @@ impl TestEnv {
     }
 
     /// Creates a namespace `<prefix>-<random>`; delete it with [`TestNamespace::cleanup`].
-    pub async fn test_namespace(&self, client: &kube::Client, prefix: &str) -> Result<TestNamespace> {
+    pub async fn test_namespace(
+        &self,
+        client: &kube::Client,
+        prefix: &str,
+    ) -> Result<TestNamespace> {
         let name = unique_name(prefix, '-', 50);
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": { "name": name, "labels": { "aienv.test/harness": "true" } }
@@ -165,15 +185,23 @@ impl TestEnv {
     /// and a pool for it; drop it with [`TestDatabase::cleanup`].
     pub async fn test_database(&self, prefix: &str) -> Result<TestDatabase> {
         let name = unique_name(prefix, '_', 40);
-        let admin = PgPoolOptions::new().max_connections(1).connect(&self.database_url).await?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.database_url)
+            .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&admin)
             .await
             .with_context(|| format!("creating database {name}"))?;
         admin.close().await;
         let url = database_url_for(&self.database_url, &name)?;
-        let pool = PgPoolOptions::new().max_connections(5).connect(&url).await?;
-        sqlx::query("CREATE EXTENSION IF NOT EXISTS vector").execute(&pool).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .connect(&url)
+            .await?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
+            .execute(&pool)
+            .await?;
         Ok(TestDatabase {
             pool,
             url,
@@ -193,7 +221,11 @@ impl TestEnv {
             .send()
             .await?;
         if !resp.status().is_success() {
-            bail!("creating S3 bucket {name}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+            bail!(
+                "creating S3 bucket {name}: {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
         }
         Ok(name)
     }
@@ -215,12 +247,19 @@ impl TestEnv {
     pub async fn gcs_bucket(&self, prefix: &str) -> Result<String> {
         let name = unique_name(prefix, '-', 50);
         let resp = reqwest::Client::new()
-            .post(format!("{}/storage/v1/b?project=test", self.gcs_endpoint.trim_end_matches('/')))
+            .post(format!(
+                "{}/storage/v1/b?project=test",
+                self.gcs_endpoint.trim_end_matches('/')
+            ))
             .json(&serde_json::json!({ "name": name }))
             .send()
             .await?;
         if !resp.status().is_success() {
-            bail!("creating GCS bucket {name}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+            bail!(
+                "creating GCS bucket {name}: {} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
         }
         Ok(name)
     }
@@ -232,11 +271,16 @@ pub fn require_env() -> Option<TestEnv> {
     let required = std::env::var("AIENV_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true");
     let why = match TestEnv::load() {
         Some(env) if env.is_reachable() => return Some(env),
-        Some(env) => format!("the apiserver at {} does not answer (stale env file?)", env.kube_apiserver),
+        Some(env) => format!(
+            "the apiserver at {} does not answer (stale env file?)",
+            env.kube_apiserver
+        ),
         None => format!("no env file at {}", env_file_path().display()),
     };
     if required {
-        panic!("AIENV_REQUIRE_SERVICES=1 but the test environment is not running: {why}; run `scripts/testenv up`");
+        panic!(
+            "AIENV_REQUIRE_SERVICES=1 but the test environment is not running: {why}; run `scripts/testenv up`"
+        );
     }
     eprintln!("skipping: test environment not running ({why}); run `scripts/testenv up`");
     None
@@ -271,7 +315,13 @@ where
 pub fn unique_name(prefix: &str, sep: char, max: usize) -> String {
     let mut p: String = prefix
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { sep })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                sep
+            }
+        })
         .collect();
     p.truncate(max.saturating_sub(9));
     let p = p.trim_matches(sep);
@@ -282,13 +332,22 @@ pub fn unique_name(prefix: &str, sep: char, max: usize) -> String {
             (if i < 10 { b'0' + i } else { b'a' + i - 10 }) as char
         })
         .collect();
-    let p = if p.is_empty() || !p.starts_with(|c: char| c.is_ascii_lowercase()) { format!("t{sep}{p}") } else { p.to_string() };
+    let p = if p.is_empty() || !p.starts_with(|c: char| c.is_ascii_lowercase()) {
+        format!("t{sep}{p}")
+    } else {
+        p.to_string()
+    };
     format!("{}{sep}{suffix}", p.trim_end_matches(sep))
 }
 
 fn database_url_for(url: &str, db: &str) -> Result<String> {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let slash = base.rfind('/').filter(|&i| i > "postgres://".len()).context("DATABASE_URL has no database")?;
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let slash = base
+        .rfind('/')
+        .filter(|&i| i > "postgres://".len())
+        .context("DATABASE_URL has no database")?;
     Ok(match query {
         Some(q) => format!("{}/{db}?{q}", &base[..slash]),
         None => format!("{}/{db}", &base[..slash]),
@@ -322,7 +381,10 @@ impl TestNamespace {
     /// Deletes the namespace (the namespace controller removes its contents).
     pub async fn cleanup(mut self) -> Result<()> {
         self.cleaned = true;
-        match Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::background()).await {
+        match Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
             Err(e) => Err(e).with_context(|| format!("deleting namespace {}", self.name)),
@@ -336,7 +398,13 @@ impl Drop for TestNamespace {
             let _ = std::process::Command::new(&self.kubectl)
                 .arg("--kubeconfig")
                 .arg(&self.kubeconfig)
-                .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+                .args([
+                    "delete",
+                    "namespace",
+                    &self.name,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
@@ -361,11 +429,17 @@ impl TestDatabase {
     pub async fn cleanup(mut self) -> Result<()> {
         self.cleaned = true;
         self.pool.close().await;
-        let admin = PgPoolOptions::new().max_connections(1).connect(&self.admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)))
-            .execute(&admin)
-            .await
-            .with_context(|| format!("dropping database {}", self.name))?;
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.admin_url)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        )))
+        .execute(&admin)
+        .await
+        .with_context(|| format!("dropping database {}", self.name))?;
         admin.close().await;
         Ok(())
     }
@@ -376,7 +450,12 @@ impl Drop for TestDatabase {
         if !self.cleaned {
             let _ = std::process::Command::new(&self.psql)
                 .arg(&self.admin_url)
-                .args(["-X", "-q", "-c", &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)])
+                .args([
+                    "-X",
+                    "-q",
+                    "-c",
+                    &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name),
+                ])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();
@@ -395,7 +474,10 @@ mod tests {
         assert_ne!(a, b);
         assert!(a.starts_with("harness-gc-test-"), "{a}");
         assert!(a.len() <= 50);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
         let d = unique_name("9db", '_', 40);
         assert!(d.starts_with("t_9db_"), "{d}");
         let long = unique_name(&"x".repeat(100), '-', 50);
@@ -410,6 +492,9 @@ mod tests {
             database_url_for(&vars["DATABASE_URL"], "x").unwrap(),
             "postgres://u:p@h:1/x"
         );
-        assert_eq!(database_url_for("postgres://u@h/postgres?sslmode=disable", "y").unwrap(), "postgres://u@h/y?sslmode=disable");
+        assert_eq!(
+            database_url_for("postgres://u@h/postgres?sslmode=disable", "y").unwrap(),
+            "postgres://u@h/y?sslmode=disable"
+        );
     }
 }
