@@ -65,6 +65,15 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
     .fetch_one(&db.pool)
     .await?;
     assert_eq!(typ, "vector(768)");
+    let storage: String = sqlx::query_scalar(
+        "SELECT attstorage::text FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attname = 'embedding'",
+    )
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(
+        storage, "p",
+        "768-d vectors are stored inline, uncompressed"
+    );
     let indexes: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes WHERE tablename IN ('memories', 'agent_conversations') ORDER BY 1",
     )

@@ -104,6 +104,25 @@ impl StoreLayout {
         )
     }
 
+    /// Storage of the embedding column: `p` (PLAIN, kept in the heap row uncompressed) while a
+    /// vector fits comfortably in a page, `e` (EXTERNAL, out of line but never compressed) above
+    /// that. The type's default (EXTENDED) TOASTs and tries to compress every 768-d vector
+    /// (3 KB > the 2 KB TOAST threshold): wasted CPU on every write and read, since float vectors do
+    /// not compress.
+    pub fn column_storage(&self) -> char {
+        if self.dimensions <= 1536 { 'p' } else { 'e' }
+    }
+
+    /// `ALTER TABLE` setting [`Self::column_storage`] (applies to rows written afterwards).
+    pub fn set_column_storage(&self) -> String {
+        let storage = if self.column_storage() == 'p' {
+            "PLAIN"
+        } else {
+            "EXTERNAL"
+        };
+        format!("ALTER TABLE memories ALTER COLUMN embedding SET STORAGE {storage}")
+    }
+
     /// Name of the index for this layout: every parameter is in it, so a changed parameter means a
     /// new index (built concurrently) and the old one dropped after.
     pub fn index_name(&self) -> String {
@@ -207,6 +226,18 @@ mod tests {
             "CREATE INDEX CONCURRENTLY IF NOT EXISTS memories_embedding_hnsw_cosine_m16_efc64 ON memories USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
         );
         assert_eq!(l.search_breadth, 100);
+    }
+
+    #[test]
+    fn vectors_stay_uncompressed_and_inline_while_they_fit() {
+        let mut s = spec("mode: managed\n");
+        let l = StoreLayout::from_spec(&s).unwrap();
+        assert_eq!(
+            l.set_column_storage(),
+            "ALTER TABLE memories ALTER COLUMN embedding SET STORAGE PLAIN"
+        );
+        s.embedding.dimensions = 2000;
+        assert_eq!(StoreLayout::from_spec(&s).unwrap().column_storage(), 'e');
     }
 
     #[test]

@@ -183,6 +183,9 @@ async fn prepare_locked(
     let schema_version = after.iter().copied().max().unwrap_or(0);
 
     let reindex = configure_column(conn, layout).await?;
+    if reindex.is_none() {
+        set_storage(conn, layout).await?;
+    }
     let (index, dropped_indexes) = if reindex.is_some() {
         (IndexState::Blocked, Vec::new())
     } else {
@@ -268,6 +271,21 @@ async fn configure_column(
             Ok(None)
         }
     }
+}
+
+/// Set the embedding column's storage when it differs (a catalog-only change).
+async fn set_storage(conn: &mut PgConnection, layout: &StoreLayout) -> Result<(), MemoryError> {
+    let current: String = sqlx::query_scalar(
+        "SELECT attstorage::text FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attname = 'embedding'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if !current.starts_with(layout.column_storage()) {
+        sqlx::query(AssertSqlSafe(layout.set_column_storage()))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 fn index_params(layout: &StoreLayout) -> serde_json::Value {

@@ -8,11 +8,7 @@ pub mod deletion;
 pub mod pools;
 pub mod status;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::{
@@ -44,7 +40,10 @@ use crate::{
         Counts, DeletionPolicy, Endpoint, MemoryStore, MemoryStoreStatus, StoreMode,
     },
     conditions,
-    controller::{Context, Error, Result, apply, finalizer},
+    controller::{
+        Context, Error, Result, apply, finalizer,
+        policy::{self, Backoffs},
+    },
     memory::{ddl::StoreLayout, error::describe, schema},
 };
 
@@ -58,7 +57,7 @@ type Guarded = DeserializeGuard<MemoryStore>;
 pub struct State {
     pub ctx: Arc<Context>,
     pools: Pools,
-    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+    backoffs: Backoffs,
 }
 
 /// Run the controller until `shutdown` resolves.
@@ -70,7 +69,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let state = Arc::new(State {
         ctx: ctx.clone(),
         pools: Pools::default(),
-        failures: Mutex::default(),
+        backoffs: Backoffs::default(),
     });
     let owned_cfg = || cfg().labels(children::LABEL_STORE);
     controller
@@ -159,7 +158,9 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
             DeletionPolicy::Retain => finalizer::remove_finalizer(&api, store, FINALIZER).await?,
         }
         let (finding, endpoint, counts) = observe(store, &ns, &name, &state).boxed().await?;
-        write_status(store, &ns, &name, finding, endpoint, counts, ctx).await
+        let action = write_status(store, &ns, &name, finding, endpoint, counts, ctx).await?;
+        state.backoffs.succeeded(store);
+        Ok(action)
     }
     .instrument(span)
     .await
@@ -432,42 +433,16 @@ async fn write_status(
     apply::apply_status(&api, apply::manager::MEMORY_STORE, name, &new).await?;
     ctx.metrics.status_write(CONTROLLER);
 
-    let old_ready = conditions::get(&old.conditions, status::READY);
-    let new_ready = conditions::get(&new.conditions, status::READY);
-    if let Some(nr) = new_ready
-        && old_ready.map(|c| (&c.status, &c.reason)) != Some((&nr.status, &nr.reason))
-    {
-        let type_ = if nr.status == "True" {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
-        ctx.event(
-            &store.object_ref(&()),
-            type_,
-            &nr.reason,
-            "Reconcile",
-            nr.message.clone(),
-        )
-        .await;
-    }
+    policy::ready_event(
+        ctx,
+        &store.object_ref(&()),
+        &old.conditions,
+        &new.conditions,
+    )
+    .await;
     Ok(requeue)
 }
 
 fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
-    state.ctx.metrics.failure(CONTROLLER, error.label());
-    let oref = match &guarded.0 {
-        Ok(p) => ObjectRef::new(&p.name_any()).within(&p.namespace().unwrap_or_default()),
-        Err(i) => ObjectRef::new(i.metadata.name.as_deref().unwrap_or_default())
-            .within(i.metadata.namespace.as_deref().unwrap_or_default()),
-    };
-    if !error.is_transient() {
-        warn!(error = %error, "memorystore: waiting for a change");
-        return Action::await_change();
-    }
-    let mut failures = state.failures.lock().expect("failures lock");
-    let n = failures.entry(oref).or_default();
-    *n += 1;
-    warn!(error = %error, attempt = *n, "memorystore reconcile failed; retrying");
-    Action::requeue(Error::backoff(*n))
+    policy::on_error(CONTROLLER, &guarded, error, &state.ctx, &state.backoffs)
 }

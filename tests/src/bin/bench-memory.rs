@@ -1,0 +1,380 @@
+//! Memory benchmark on the harness PostgreSQL 18 + pgvector: synthetic *clustered* 768-d vectors
+//! (uniform random vectors understate recall), HNSW k=20 search at 1 and 4 clients with recall
+//! against exact search, filtered search at 0.1 / 1 / 10 % selectivity, and batched vs single-row
+//! writes. Every figure is printed with its ratio to a baseline measured in the same run.
+//!
+//! `cargo run --release -p aienv-tests --bin bench-memory -- [--rows 100000] [--queries 200]`
+//! (needs `scripts/testenv up`; building the index on 100k rows takes minutes on 2 cores).
+
+use std::time::{Duration, Instant};
+
+use aienv::{
+    api::memory_store::MemoryStoreSpec,
+    memory::{Filter, Memories, MemoryType, NewMemory, ddl::StoreLayout, schema},
+};
+use aienv_tests::testenv::TestEnv;
+use anyhow::Context as _;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+const DIMS: usize = 768;
+const K: u32 = 20;
+
+struct Args {
+    rows: usize,
+    queries: usize,
+    clusters: usize,
+    write_rows: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        rows: 100_000,
+        queries: 200,
+        clusters: 100,
+        write_rows: 2_000,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i + 1 < argv.len() {
+        let v: usize = argv[i + 1].parse().expect("a number");
+        match argv[i].as_str() {
+            "--rows" => a.rows = v,
+            "--queries" => a.queries = v,
+            "--clusters" => a.clusters = v,
+            "--write-rows" => a.write_rows = v,
+            other => panic!("unknown flag {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+fn normalise(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// Gaussian-ish noise from the sum of uniforms (cheap and good enough).
+fn noise(rng: &mut StdRng) -> f32 {
+    (0..4).map(|_| rng.random::<f32>() - 0.5).sum::<f32>()
+}
+
+struct Corpus {
+    centers: Vec<Vec<f32>>,
+}
+
+impl Corpus {
+    fn new(clusters: usize, rng: &mut StdRng) -> Self {
+        let centers = (0..clusters)
+            .map(|_| {
+                let mut c: Vec<f32> = (0..DIMS).map(|_| noise(rng)).collect();
+                normalise(&mut c);
+                c
+            })
+            .collect();
+        Self { centers }
+    }
+
+    /// A point near a random center (spread so neighbours inside a cluster are not trivial).
+    fn point(&self, rng: &mut StdRng) -> Vec<f32> {
+        let c = &self.centers[rng.random_range(0..self.centers.len())];
+        let mut v: Vec<f32> = c.iter().map(|x| x + 0.045 * noise(rng)).collect();
+        normalise(&mut v);
+        v
+    }
+}
+
+fn memory(i: usize, v: Vec<f32>) -> NewMemory {
+    let mut m = NewMemory::new(format!("synthetic memory {i}"), MemoryType::Rag);
+    // Selectivity groups: agent p01 = 0.1 %, agent p1 = 1 %, session s10 = 10 %.
+    m.agent_id = Some(if i.is_multiple_of(1000) {
+        "p01".into()
+    } else if i % 100 == 50 {
+        "p1".into()
+    } else {
+        format!("a{}", i % 37)
+    });
+    m.session_id = Some(if i % 10 == 3 {
+        "s10".into()
+    } else {
+        format!("s{}", i % 13)
+    });
+    m.embedding = Some(v);
+    m
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+struct Run {
+    qps: f64,
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    recall: f64,
+}
+
+async fn run_queries(
+    mem: &Memories,
+    queries: &[Vec<f32>],
+    truth: &[Vec<i64>],
+    filter: &Filter,
+    clients: usize,
+    exact: bool,
+) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let per_client = queries.len().div_ceil(clients);
+    let tasks = (0..clients).map(|c| {
+        let mem = mem.clone();
+        let qs: Vec<(usize, Vec<f32>)> = queries
+            .iter()
+            .cloned()
+            .enumerate()
+            .skip(c * per_client)
+            .take(per_client)
+            .collect();
+        let filter = filter.clone();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            for (i, q) in qs {
+                let t = Instant::now();
+                let hits = if exact {
+                    mem.search_vector_exact(&q, K, &filter).await?
+                } else {
+                    mem.search_vector(&q, K, &filter).await?
+                };
+                out.push((
+                    i,
+                    t.elapsed(),
+                    hits.iter().map(|h| h.id).collect::<Vec<_>>(),
+                ));
+            }
+            anyhow::Ok(out)
+        })
+    });
+    let mut lat = Vec::new();
+    let mut found = 0usize;
+    let mut wanted = 0usize;
+    for r in futures::future::join_all(tasks).await {
+        for (i, d, ids) in r?? {
+            lat.push(d);
+            if let Some(t) = truth.get(i) {
+                wanted += t.len();
+                found += ids.iter().filter(|id| t.contains(id)).count();
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    lat.sort();
+    Ok(Run {
+        qps: lat.len() as f64 / elapsed,
+        p50: pct(&lat, 0.5),
+        p95: pct(&lat, 0.95),
+        p99: pct(&lat, 0.99),
+        recall: if wanted == 0 {
+            1.0
+        } else {
+            found as f64 / wanted as f64
+        },
+    })
+}
+
+async fn truth(
+    mem: &Memories,
+    queries: &[Vec<f32>],
+    filter: &Filter,
+) -> anyhow::Result<Vec<Vec<i64>>> {
+    let mut out = Vec::new();
+    for q in queries {
+        out.push(
+            mem.search_vector_exact(q, K, filter)
+                .await?
+                .iter()
+                .map(|h| h.id)
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args();
+    let env = TestEnv::load().context("test environment not running: scripts/testenv up")?;
+    let db = env.test_database("bench_mem").await?;
+    let mut rng = StdRng::seed_from_u64(42);
+    let corpus = Corpus::new(a.clusters, &mut rng);
+    let spec: MemoryStoreSpec = serde_saphyr::from_str("mode: external\n")?;
+    let layout = StoreLayout::from_spec(&spec).expect("default layout");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "ALTER DATABASE \"{}\" SET maintenance_work_mem = '2GB'",
+        db.name
+    )))
+    .execute(&db.pool)
+    .await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&db.url)
+        .await?;
+    schema::prepare(&pool, &layout).await?;
+    let mem = Memories::open(pool.clone()).await?;
+    println!(
+        "bench-memory: rows={} dims={DIMS} clusters={} queries={} k={K}; index {} ef_search={} iterative_scan=relaxed_order (filtered) max_scan_tuples={}",
+        a.rows,
+        a.clusters,
+        a.queries,
+        layout.index_name(),
+        mem.search_breadth,
+        mem.max_scan_tuples
+    );
+
+    // Writes, with the HNSW index in place (what production sees).
+    let single: Vec<NewMemory> = (0..a.write_rows)
+        .map(|i| memory(i, corpus.point(&mut rng)))
+        .collect();
+    let t = Instant::now();
+    for m in &single {
+        mem.store(m).await?;
+    }
+    let single_rps = a.write_rows as f64 / t.elapsed().as_secs_f64();
+    let batched: Vec<NewMemory> = (0..a.write_rows)
+        .map(|i| memory(i, corpus.point(&mut rng)))
+        .collect();
+    let t = Instant::now();
+    for chunk in batched.chunks(500) {
+        mem.store_batch(chunk).await?;
+    }
+    let batch_rps = a.write_rows as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "writes with vectors ({} rows each, HNSW index present): single-row {single_rps:.0} rows/s (baseline); batched x500 {batch_rps:.0} rows/s = {:.1}x",
+        a.write_rows,
+        batch_rps / single_rps
+    );
+    // The usual path: content now, vector later from the embedding workers.
+    let pending = |rng: &mut StdRng| -> Vec<NewMemory> {
+        (0..a.write_rows)
+            .map(|i| {
+                let mut m = memory(i, corpus.point(rng));
+                m.embedding = None;
+                m
+            })
+            .collect()
+    };
+    let single = pending(&mut rng);
+    let t = Instant::now();
+    for m in &single {
+        mem.store(m).await?;
+    }
+    let single_rps = a.write_rows as f64 / t.elapsed().as_secs_f64();
+    let batched = pending(&mut rng);
+    let t = Instant::now();
+    for chunk in batched.chunks(500) {
+        mem.store_batch(chunk).await?;
+    }
+    let batch_rps = a.write_rows as f64 / t.elapsed().as_secs_f64();
+    println!(
+        "writes pending embedding ({} rows each): single-row {single_rps:.0} rows/s (baseline); batched x500 {batch_rps:.0} rows/s = {:.1}x",
+        a.write_rows,
+        batch_rps / single_rps
+    );
+
+    // Bulk load without the index, then build it (as a re-index would).
+    sqlx::query("TRUNCATE memories").execute(&pool).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP INDEX {}",
+        layout.index_name()
+    )))
+    .execute(&pool)
+    .await?;
+    let t = Instant::now();
+    let mut i = 0;
+    while i < a.rows {
+        let n = (a.rows - i).min(1000);
+        let chunk: Vec<NewMemory> = (i..i + n)
+            .map(|j| memory(j, corpus.point(&mut rng)))
+            .collect();
+        mem.store_batch(&chunk).await?;
+        i += n;
+    }
+    let load = t.elapsed();
+    sqlx::query("VACUUM ANALYZE memories")
+        .execute(&pool)
+        .await?;
+    let t = Instant::now();
+    schema::prepare(&pool, &layout).await?;
+    println!(
+        "load: {} rows in {:.1}s ({:.0} rows/s, no index); HNSW build {:.1}s",
+        a.rows,
+        load.as_secs_f64(),
+        a.rows as f64 / load.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
+
+    let queries: Vec<Vec<f32>> = (0..a.queries).map(|_| corpus.point(&mut rng)).collect();
+    let none = Filter::default();
+    let exact_truth = truth(&mem, &queries, &none).await?;
+    let exact = run_queries(
+        &mem,
+        &queries[..a.queries.min(50)],
+        &exact_truth,
+        &none,
+        1,
+        true,
+    )
+    .await?;
+    println!(
+        "exact (baseline, 1 client): {:.1} QPS p50 {:.1} ms p99 {:.1} ms",
+        exact.qps, exact.p50, exact.p99
+    );
+    for clients in [1, 4] {
+        let r = run_queries(&mem, &queries, &exact_truth, &none, clients, false).await?;
+        println!(
+            "hnsw k={K} {clients} client(s): {:.0} QPS ({:.0}x exact) p50 {:.2} ms p99 {:.2} ms recall {:.3}",
+            r.qps,
+            r.qps / exact.qps,
+            r.p50,
+            r.p99,
+            r.recall
+        );
+    }
+    for (label, filter) in [
+        (
+            "0.1%",
+            Filter {
+                agent_id: Some("p01".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "1%",
+            Filter {
+                agent_id: Some("p1".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "10%",
+            Filter {
+                session_id: Some("s10".into()),
+                ..Default::default()
+            },
+        ),
+    ] {
+        let t = truth(&mem, &queries, &filter).await?;
+        let base = run_queries(&mem, &queries[..a.queries.min(50)], &t, &filter, 1, true).await?;
+        let r = run_queries(&mem, &queries, &t, &filter, 1, false).await?;
+        println!(
+            "filtered {label}: recall {:.3} p95 {:.2} ms p50 {:.2} ms ({:.0} QPS; exact baseline p95 {:.2} ms = {:.1}x)",
+            r.recall,
+            r.p95,
+            r.p50,
+            r.qps,
+            base.p95,
+            base.p95 / r.p95
+        );
+    }
+    pool.close().await;
+    db.cleanup().await
+}
