@@ -150,7 +150,15 @@ async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() 
     );
 
     // Nothing changed: a reconcile (triggered by touching a watched profile) writes nothing.
+    // First let the controller-manager finish reporting the rollout (targets mirror it).
+    wait_for(WAIT, "targets report their replicas updated", || async {
+        let e = ns.api::<AiEnvironment>().get("dev").await?;
+        let t = e.status.map(|s| s.targets).unwrap_or_default();
+        Ok((t.len() == 2 && t.iter().all(|t| t.updated_replicas == 1)).then_some(()))
+    })
+    .await?;
     tokio::time::sleep(SETTLE).await;
+    let before = ns.api::<AiEnvironment>().get("dev").await?.status;
     let writes = ctrl.ctx.metrics.child_writes(CONTROLLER);
     let status_writes = ctrl.ctx.metrics.status_writes(CONTROLLER);
     let env_rv = ns
@@ -173,6 +181,8 @@ async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() 
     .await?;
     tokio::time::sleep(SETTLE).await;
     assert_eq!(ctrl.ctx.metrics.child_writes(CONTROLLER), writes);
+    let after = ns.api::<AiEnvironment>().get("dev").await?.status;
+    assert_eq!(before, after);
     assert_eq!(ctrl.ctx.metrics.status_writes(CONTROLLER), status_writes);
     assert_eq!(
         ns.api::<AiEnvironment>()

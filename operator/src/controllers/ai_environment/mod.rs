@@ -582,7 +582,12 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                         for i in &targets {
                             ws[*i].hash = Some(r.hash.clone());
                         }
-                        let t = ctx.clock.now_time();
+                        // Whole seconds, as metav1.Time is stored: the memo must compare equal
+                        // to what the API server returns, or every reconcile would write status.
+                        let t = Time(
+                            jiff::Timestamp::from_second(now.as_second())
+                                .expect("a clock reading is in range"),
+                        );
                         state
                             .memo
                             .lock()
