@@ -534,3 +534,49 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
     ns.cleanup().await?;
     db.cleanup().await
 }
+
+#[tokio::test]
+async fn switching_mode_removes_the_old_children() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-switch").await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+    apply_store(&api, "mem", serde_json::json!({"mode": "managed"})).await?;
+    wait_condition(&api, "mem", "DatabaseReady", "False", "WaitingForDatabase").await?;
+    assert!(ns.api::<StatefulSet>().get_opt("mem").await?.is_some());
+
+    apply_store(
+        &api,
+        "mem",
+        serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "pg", "key": "uri"}}}),
+    )
+    .await?;
+    wait_condition(
+        &api,
+        "mem",
+        "DatabaseReady",
+        "False",
+        "ConnectionSecretMissing",
+    )
+    .await?;
+    wait_for(WAIT, "managed children gone", || async {
+        let sts = ns.api::<StatefulSet>().get_opt("mem").await?;
+        let svc = ns.api::<Service>().get_opt("mem").await?;
+        let np = ns.api::<NetworkPolicy>().get_opt("mem-db").await?;
+        Ok((sts.is_none() && svc.is_none() && np.is_none()).then_some(()))
+    })
+    .await?;
+    assert!(
+        ns.api::<Secret>()
+            .get_opt("mem-credentials")
+            .await?
+            .is_some(),
+        "the generated credentials are kept"
+    );
+    ops.stop().await;
+    ns.cleanup().await
+}
