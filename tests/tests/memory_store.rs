@@ -30,6 +30,33 @@ use kube::{
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// A tracing writer keeping everything in memory.
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 fn condition(s: &MemoryStore, type_: &str) -> Option<(String, String, String)> {
     s.status
         .as_ref()?
@@ -133,6 +160,16 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     let Some(env) = require_env() else {
         return Ok(());
     };
+    // Capture every log line the controller writes (current-thread runtime: the spawned
+    // controller tasks run on this thread and see this subscriber).
+    let logs = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
     let client = env.kube_client().await?;
     install_crds(&client).await?;
     let ns = env.test_namespace(&client, "memstore-ext").await?;
@@ -243,6 +280,34 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
         .fetch_one(&db.pool)
         .await?;
     assert_eq!(n, 2);
+
+    // A wrong password: the failure is reported without the URI or either password.
+    let wrong = db.url.replacen(&password, "not-the-password-x9", 1);
+    put_secret(&ns, "pg-wrong", &[("uri", &wrong)]).await?;
+    apply_store(
+        &api,
+        "wrong",
+        serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "pg-wrong", "key": "uri"}}}),
+    )
+    .await?;
+    let s = wait_condition(
+        &api,
+        "wrong",
+        "DatabaseReady",
+        "False",
+        "DatabaseUnreachable",
+    )
+    .await?;
+    let msg = condition(&s, "DatabaseReady").unwrap().2;
+    assert!(msg.contains("password authentication failed"), "{msg}");
+    let text = logs.text();
+    assert!(text.contains("reconcile"), "logs were captured");
+    for secret in [password.as_str(), "not-the-password-x9"] {
+        assert!(!text.contains(secret), "a password leaked into the logs");
+        assert!(!format!("{s:?}").contains(secret));
+        assert!(!format!("{:?}", events_text(&ns, "wrong").await?).contains(secret));
+    }
+    delete_and_wait(&api, "wrong").await?;
 
     // deletionPolicy: Delete drops the operator's tables, never the database.
     delete_and_wait(&api, "mem").await?;
