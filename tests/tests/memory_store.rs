@@ -568,9 +568,11 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
             .unwrap()
             .contains("postgresql")
     );
-    assert_eq!(
-        cluster.metadata.owner_references.unwrap()[0].kind,
-        "MemoryStore"
+    // deletionPolicy defaults to Retain: the Cluster (the database) must outlive the store, so
+    // the garbage collector is given no ownerReference to follow.
+    assert!(
+        cluster.metadata.owner_references.is_none(),
+        "Retain: Cluster must not be owned"
     );
     wait_condition(&api, "mem", "DatabaseReady", "False", "WaitingForDatabase").await?;
 
@@ -595,6 +597,19 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
         String::from_utf8(app.data.unwrap()["database"].0.clone())?,
         db.name
     );
+
+    // Switching to Delete hands the Cluster to the store (and so to the garbage collector).
+    let mut spec = api.get("mem").await?.spec;
+    spec.deletion_policy = aienv::api::memory_store::DeletionPolicy::Delete;
+    apply_store(&api, "mem", serde_json::to_value(&spec)?).await?;
+    wait_for(WAIT, "Cluster owned by the store", || async {
+        let c = clusters.get("mem-pg").await?;
+        Ok(c.metadata
+            .owner_references
+            .filter(|o| o.iter().any(|o| o.kind == "MemoryStore"))
+            .map(|_| ()))
+    })
+    .await?;
     ops.stop().await;
     ns.cleanup().await?;
     db.cleanup().await

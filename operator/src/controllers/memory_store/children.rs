@@ -442,6 +442,12 @@ pub fn cnpg_cluster(store: &MemoryStore, spec: &CloudNativePgSpec) -> DynamicObj
         }
     }));
     obj.metadata = meta(store, name);
+    // With Retain the database must outlive the MemoryStore: an ownerReference would let the
+    // garbage collector delete the Cluster (and CloudNativePG its volumes) with the store. Server-side
+    // apply drops or adds the reference when the policy changes.
+    if store.spec.deletion_policy == DeletionPolicy::Retain {
+        obj.metadata.owner_references = None;
+    }
     obj
 }
 
@@ -562,6 +568,22 @@ spec:
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, generate_password());
+    }
+
+    #[test]
+    fn cnpg_cluster_is_owned_only_when_its_data_may_be_deleted() {
+        let retain = store(
+            "apiVersion: aienv.orchestr8.io/v1alpha1\nkind: MemoryStore\nmetadata: {name: m, namespace: t}\nspec: {mode: cloudnativepg, cloudnativepg: {instances: 3}}\n",
+        );
+        let c = cnpg_cluster(&retain, retain.spec.cloudnativepg.as_ref().unwrap());
+        assert!(
+            c.metadata.owner_references.is_none(),
+            "Retain: the GC must not delete the database"
+        );
+        let mut delete = retain.clone();
+        delete.spec.deletion_policy = DeletionPolicy::Delete;
+        let c = cnpg_cluster(&delete, delete.spec.cloudnativepg.as_ref().unwrap());
+        assert_eq!(c.metadata.owner_references.unwrap()[0].kind, "MemoryStore");
     }
 
     #[test]
