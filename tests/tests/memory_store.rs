@@ -57,6 +57,24 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
     }
 }
 
+/// The process-wide log capture, installed on first use.
+fn captured_logs() -> LogCapture {
+    static LOGS: std::sync::OnceLock<LogCapture> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = LogCapture::default();
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_env_filter("debug")
+                .with_writer(logs.clone())
+                .with_ansi(false)
+                .finish(),
+        )
+        .expect("no other global subscriber in this test binary");
+        logs
+    })
+    .clone()
+}
+
 fn condition(s: &MemoryStore, type_: &str) -> Option<(String, String, String)> {
     s.status
         .as_ref()?
@@ -160,16 +178,9 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     let Some(env) = require_env() else {
         return Ok(());
     };
-    // Capture every log line the controller writes (current-thread runtime: the spawned
-    // controller tasks run on this thread and see this subscriber).
-    let logs = LogCapture::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    // Every log line of this test binary: a process-wide subscriber, because tracing's per-callsite
+    // interest cache makes a thread-local one miss events that other tests' threads reached first.
+    let logs = captured_logs();
     let client = env.kube_client().await?;
     install_crds(&client).await?;
     let ns = env.test_namespace(&client, "memstore-ext").await?;
