@@ -260,7 +260,9 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     })
     .await?;
 
-    // Steady state: reconciles without status writes.
+    // Steady state: reconciles without status writes. First let reconciles already queued by the
+    // counts update finish (one may still be working from a watch cache a write behind).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let writes = ops.ctx.metrics.status_writes(CONTROLLER);
     let reconciles = ops.ctx.metrics.reconciles(CONTROLLER);
     touch(&api, "mem", "2").await?;

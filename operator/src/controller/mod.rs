@@ -6,6 +6,7 @@ pub mod clock;
 pub mod context;
 pub mod error;
 pub mod finalizer;
+pub mod mapping;
 pub mod metrics;
 pub mod policy;
 

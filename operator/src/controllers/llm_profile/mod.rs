@@ -30,7 +30,7 @@ use crate::{
     api::llm_profile::{LlmProfile, LlmProfileStatus},
     conditions,
     controller::{
-        Context, Error, Result, apply,
+        Context, Error, Result, apply, mapping,
         policy::{self, Backoffs},
     },
 };
@@ -91,29 +91,16 @@ fn profiles_referencing(
     store: &Store<Guarded>,
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<Guarded>> {
-    let (Some(ns), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|p| p.namespace().as_deref() == Some(ns))
-        .filter(|p| {
-            let key = p
-                .spec
-                .auth
-                .as_ref()
-                .and_then(|a| a.secret_ref.as_ref())
-                .map(|r| r.name.as_str());
-            let ca = p.spec.tls.as_ref().map(|t| t.ca_secret_ref.name.as_str());
-            key == Some(name) || ca == Some(name)
-        })
-        .map(|p| ObjectRef::new(&p.name_any()).within(ns))
-        .collect()
+    mapping::users_of(store, &secret.metadata, |p: &LlmProfile, name| {
+        let key = p
+            .spec
+            .auth
+            .as_ref()
+            .and_then(|a| a.secret_ref.as_ref())
+            .map(|r| r.name.as_str());
+        let ca = p.spec.tls.as_ref().map(|t| t.ca_secret_ref.name.as_str());
+        key == Some(name) || ca == Some(name)
+    })
 }
 
 async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {

@@ -43,7 +43,7 @@ use crate::{
     controller::{
         Context, Error, Result, apply,
         children::delete_unwanted,
-        finalizer,
+        finalizer, mapping,
         policy::{self, Backoffs},
     },
     memory::{ddl::StoreLayout, error::describe, schema},
@@ -99,31 +99,18 @@ fn stores_using(
     store: &Store<Guarded>,
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<Guarded>> {
-    let (Some(ns), Some(name)) = (
-        secret.metadata.namespace.as_deref(),
-        secret.metadata.name.as_deref(),
-    ) else {
-        return Vec::new();
-    };
-    store
-        .state()
-        .iter()
-        .filter_map(|g| g.0.as_ref().ok())
-        .filter(|s| s.namespace().as_deref() == Some(ns))
-        .filter(|s| {
-            let n = s.name_any();
-            let external = s
-                .spec
-                .external
-                .as_ref()
-                .map(|e| e.connection_secret_ref.name.as_str());
-            external == Some(name)
-                || name == children::cnpg_app_secret_name(&n)
-                || name == children::credentials_secret_name(&n)
-                || name == children::app_secret_name(&n)
-        })
-        .map(|s| ObjectRef::new(&s.name_any()).within(ns))
-        .collect()
+    mapping::users_of(store, &secret.metadata, |s: &MemoryStore, name| {
+        let n = s.name_any();
+        let external = s
+            .spec
+            .external
+            .as_ref()
+            .map(|e| e.connection_secret_ref.name.as_str());
+        external == Some(name)
+            || name == children::cnpg_app_secret_name(&n)
+            || name == children::credentials_secret_name(&n)
+            || name == children::app_secret_name(&n)
+    })
 }
 
 async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
