@@ -187,12 +187,7 @@ pub async fn expect_replicasets(
 }
 
 pub fn env_condition(e: &AiEnvironment, type_: &str) -> Option<(String, String, String)> {
-    e.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    crate::conditions::condition(e, type_)
 }
 
 /// Wait until the environment's condition has `status` and `reason`.
@@ -203,20 +198,15 @@ pub async fn wait_env(
     status: &str,
     reason: &str,
 ) -> Result<AiEnvironment> {
-    let api = ns.api::<AiEnvironment>();
-    let what = format!("{name}: {type_}={status} ({reason})");
-    let res = wait_for(WAIT, &what, || async {
-        let e = api.get(name).await?;
-        Ok(env_condition(&e, type_)
-            .filter(|(s, r, _)| s == status && r == reason)
-            .map(|_| e))
-    })
-    .await;
-    if res.is_err() {
-        let e = api.get(name).await?;
-        eprintln!("last status of {name}: {:#?}", e.status);
-    }
-    res
+    crate::conditions::wait_condition(
+        &ns.api::<AiEnvironment>(),
+        WAIT,
+        name,
+        type_,
+        status,
+        reason,
+    )
+    .await
 }
 
 /// Every Event of the namespace as "reason type note" lines.

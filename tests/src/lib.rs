@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod conditions;
 pub mod llm_server;
 pub mod operator;
 pub mod testenv;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use aienv::{api::llm_profile::LlmProfile, controllers::llm_profile::CONTROLLER};
 use aienv_tests::{
     agents::{apply_profile, events_text, put_key},
+    conditions::{self, condition},
     llm_server::FakeLlm,
     operator::{self, Which, install_crds},
     testenv::{TestNamespace, require_env, wait_for},
@@ -17,16 +18,6 @@ use kube::{
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn condition(p: &LlmProfile, type_: &str) -> Option<(String, String, String)> {
-    p.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Wait until the profile's condition `type_` has `status` and `reason`; returns the profile.
 async fn wait_condition(
     api: &Api<LlmProfile>,
     name: &str,
@@ -34,19 +25,7 @@ async fn wait_condition(
     status: &str,
     reason: &str,
 ) -> anyhow::Result<LlmProfile> {
-    let what = format!("{name}: {type_}={status} ({reason})");
-    let res = wait_for(WAIT, &what, || async {
-        let p = api.get(name).await?;
-        Ok(condition(&p, type_)
-            .filter(|(s, r, _)| s == status && r == reason)
-            .map(|_| p))
-    })
-    .await;
-    if res.is_err() {
-        let p = api.get(name).await?;
-        eprintln!("last status of {name}: {:#?}", p.status);
-    }
-    res
+    conditions::wait_condition(api, WAIT, name, type_, status, reason).await
 }
 
 async fn setup(

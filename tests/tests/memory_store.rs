@@ -9,6 +9,7 @@ use aienv::{
     memory::{Memories, MemoryType, NewMemory},
 };
 use aienv_tests::{
+    conditions::{self, condition},
     operator::{self, Which, install_crds},
     testenv::{TestNamespace, require_env, wait_for},
 };
@@ -75,15 +76,6 @@ fn captured_logs() -> LogCapture {
     .clone()
 }
 
-fn condition(s: &MemoryStore, type_: &str) -> Option<(String, String, String)> {
-    s.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
 async fn wait_condition(
     api: &Api<MemoryStore>,
     name: &str,
@@ -91,19 +83,7 @@ async fn wait_condition(
     status: &str,
     reason: &str,
 ) -> anyhow::Result<MemoryStore> {
-    let what = format!("{name}: {type_}={status} ({reason})");
-    let res = wait_for(WAIT, &what, || async {
-        let s = api.get(name).await?;
-        Ok(condition(&s, type_)
-            .filter(|(st, r, _)| st == status && r == reason)
-            .map(|_| s))
-    })
-    .await;
-    if res.is_err() {
-        let s = api.get(name).await?;
-        eprintln!("last status of {name}: {:#?}", s.status);
-    }
-    res
+    conditions::wait_condition(api, WAIT, name, type_, status, reason).await
 }
 
 async fn apply_store(

@@ -33,12 +33,25 @@ pub struct SecretRef {
 /// Compute resources for a container, as in a Pod spec (`requests`, `limits`).
 pub type Resources = k8s_openapi::api::core::v1::ResourceRequirements;
 
-/// Status fields every kind carries.
+/// Every aienv kind reports `status.conditions`.
 pub trait HasConditions {
+    /// The conditions, empty before the first status write.
     fn conditions(&self) -> &[Condition];
 }
 
-/// Look up a condition by type.
-pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+macro_rules! impl_has_conditions {
+    ($($kind:ty),*) => {$(
+        impl HasConditions for $kind {
+            fn conditions(&self) -> &[Condition] {
+                self.status.as_ref().map(|s| &s.conditions[..]).unwrap_or(&[])
+            }
+        }
+    )*};
 }
+
+impl_has_conditions!(
+    super::AiEnvironment,
+    super::BackupSchedule,
+    super::LlmProfile,
+    super::MemoryStore
+);

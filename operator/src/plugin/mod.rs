@@ -13,27 +13,16 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
 };
 
-use crate::api::{AiEnvironment, BackupSchedule, LlmProfile, MemoryStore};
+use crate::api::{AiEnvironment, BackupSchedule, LlmProfile, MemoryStore, common::HasConditions};
 use table::{Row, render};
 
 /// One row per aienv object in the namespace: kind, name, Ready, reason, message.
 pub async fn status_all(client: &Client, ns: &str) -> Result<String> {
     let mut rows = Vec::new();
-    rows.extend(
-        rows_of::<LlmProfile>(client, ns, |p| p.status.as_ref().map(|s| &s.conditions[..])).await?,
-    );
-    rows.extend(
-        rows_of::<AiEnvironment>(client, ns, |e| e.status.as_ref().map(|s| &s.conditions[..]))
-            .await?,
-    );
-    rows.extend(
-        rows_of::<MemoryStore>(client, ns, |m| m.status.as_ref().map(|s| &s.conditions[..]))
-            .await?,
-    );
-    rows.extend(
-        rows_of::<BackupSchedule>(client, ns, |b| b.status.as_ref().map(|s| &s.conditions[..]))
-            .await?,
-    );
+    rows.extend(rows_of::<LlmProfile>(client, ns).await?);
+    rows.extend(rows_of::<AiEnvironment>(client, ns).await?);
+    rows.extend(rows_of::<MemoryStore>(client, ns).await?);
+    rows.extend(rows_of::<BackupSchedule>(client, ns).await?);
     if rows.is_empty() {
         return Ok(format!("No aienv objects in namespace {ns}.\n"));
     }
@@ -43,13 +32,10 @@ pub async fn status_all(client: &Client, ns: &str) -> Result<String> {
     ))
 }
 
-async fn rows_of<K>(
-    client: &Client,
-    ns: &str,
-    conditions: impl Fn(&K) -> Option<&[Condition]>,
-) -> Result<Vec<Row>>
+async fn rows_of<K>(client: &Client, ns: &str) -> Result<Vec<Row>>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + HasConditions
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
@@ -60,12 +46,12 @@ where
     let kind = K::kind(&()).to_string();
     Ok(list
         .iter()
-        .map(|o| object_row(&kind, &o.name_any(), conditions(o)))
+        .map(|o| object_row(&kind, &o.name_any(), o.conditions()))
         .collect())
 }
 
-fn object_row(kind: &str, name: &str, conditions: Option<&[Condition]>) -> Row {
-    let ready = conditions.and_then(|c| crate::conditions::get(c, "Ready"));
+fn object_row(kind: &str, name: &str, conditions: &[Condition]) -> Row {
+    let ready = crate::conditions::get(conditions, "Ready");
     vec![
         kind.to_string(),
         name.to_string(),
