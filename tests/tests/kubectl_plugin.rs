@@ -75,6 +75,13 @@ async fn status_list_and_switch() -> anyhow::Result<()> {
         Ok(secrets.get_opt("dev-llm").await?.map(|_| ()))
     })
     .await?;
+    // The Secret is written before the status that reports it.
+    let envs = ns.api::<AiEnvironment>();
+    wait_for(Duration::from_secs(60), "status reports claude", || async {
+        let e = envs.get("dev").await?;
+        Ok((e.status.and_then(|s| s.active_profile).as_deref() == Some("claude")).then_some(()))
+    })
+    .await?;
 
     // status: every object with Ready and its reason.
     let (ok, out, err) = plugin(&env, ns.name(), &["status"]);
@@ -125,7 +132,6 @@ async fn status_list_and_switch() -> anyhow::Result<()> {
     let (ok, out, err) = plugin(&env, ns.name(), &["llm", "switch", "dev", "qwen"]);
     assert!(ok, "{err}");
     assert!(out.contains("switched from claude to qwen"), "{out}");
-    let envs = ns.api::<AiEnvironment>();
     let e = envs.get("dev").await?;
     assert_eq!(e.spec.llm.profile_ref, "qwen");
     assert!(e.spec.llm.fallbacks.is_empty());

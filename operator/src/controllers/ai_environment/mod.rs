@@ -52,7 +52,10 @@ use crate::{
         memory_store::MemoryStore,
     },
     conditions,
-    controller::{Context, Error, Result, apply, children},
+    controller::{
+        Context, Error, Result, apply, children,
+        policy::{self, Backoffs},
+    },
     controllers::llm_profile::validate::{self, Problem},
 };
 
@@ -73,13 +76,31 @@ pub struct State {
     /// watch cache and may not show the status this process wrote a moment ago; deciding on it
     /// alone could roll twice within minIntervalSeconds or announce a failover twice.
     memo: Mutex<HashMap<ObjectRef<Guarded>, Memo>>,
-    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+    backoffs: Backoffs,
+    /// The controller's view of all environments, to forget memos of deleted ones.
+    store: Store<Guarded>,
 }
 
 #[derive(Clone, Debug, Default)]
 struct Memo {
     last_rollout: Option<jiff::Timestamp>,
     active_profile: Option<String>,
+}
+
+impl State {
+    /// Drop what this process remembers of environments that are gone (deleted without this
+    /// process seeing their deletion timestamp, e.g. while another replica led).
+    fn forget_deleted(&self) {
+        let present = |k: &ObjectRef<Guarded>| self.store.get(k).is_some();
+        self.memo
+            .lock()
+            .expect("memo lock")
+            .retain(|k, _| present(k));
+        self.secret_refs
+            .lock()
+            .expect("secret refs lock")
+            .retain(|k, _| present(k));
+    }
 }
 
 /// Run the controller until `shutdown` resolves.
@@ -91,7 +112,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         ctx: ctx.clone(),
         secret_refs: Mutex::default(),
         memo: Mutex::default(),
-        failures: Mutex::default(),
+        backoffs: Backoffs::default(),
+        store: store.clone(),
     });
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
     let st = state.clone();
@@ -263,11 +285,8 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
     let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
     async {
         let action = sync(env, &ns, &name, &state).await?;
-        state
-            .failures
-            .lock()
-            .expect("failures lock")
-            .remove(&oref(env));
+        state.backoffs.succeeded(env);
+        state.forget_deleted();
         Ok(action)
     }
     .instrument(span)
@@ -791,19 +810,5 @@ async fn publish_ready_change(
 }
 
 fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
-    state.ctx.metrics.failure(CONTROLLER, error.label());
-    let oref = match &guarded.0 {
-        Ok(e) => oref(e),
-        Err(i) => ObjectRef::new(i.metadata.name.as_deref().unwrap_or_default())
-            .within(i.metadata.namespace.as_deref().unwrap_or_default()),
-    };
-    if !error.is_transient() {
-        warn!(error = %error, "aienvironment: waiting for a change");
-        return Action::await_change();
-    }
-    let mut failures = state.failures.lock().expect("failures lock");
-    let n = failures.entry(oref).or_default();
-    *n += 1;
-    warn!(error = %error, attempt = *n, "aienvironment reconcile failed; retrying");
-    Action::requeue(Error::backoff(*n))
+    policy::on_error(CONTROLLER, &guarded, error, &state.ctx, &state.backoffs)
 }
