@@ -64,6 +64,23 @@ pub fn on_error<K: Resource>(
     Action::requeue(Error::backoff(n))
 }
 
+/// Run a controller's result stream to its end. Reconcile failures are already counted and logged
+/// by [`on_error`]; what reaches here is only logged at debug.
+pub async fn drain<S, T, E>(results: S, controller: &'static str)
+where
+    S: futures::Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt;
+    results
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(controller, error = %e, "reconcile loop");
+            }
+        })
+        .await;
+}
+
 /// Publish an Event when the Ready condition's status or reason changed between two condition
 /// lists: Normal when it became True, Warning otherwise.
 pub async fn ready_event(

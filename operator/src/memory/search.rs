@@ -49,6 +49,14 @@ fn bind_filter<'q>(
     q
 }
 
+/// Hits scored by their `distance` column.
+fn distance_hits(rows: &[PgRow]) -> Result<Vec<Hit>, MemoryError> {
+    rows.iter()
+        .map(|r| hit(r, r.try_get("distance")?))
+        .collect::<Result<_, _>>()
+        .map_err(Into::into)
+}
+
 fn hit(r: &PgRow, score: f64) -> Result<Hit, sqlx::Error> {
     Ok(Hit {
         id: r.try_get("id")?,
@@ -94,13 +102,7 @@ impl Memories {
             .bind(limit);
         let rows = bind_filter(q, filter).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                let d: f64 = r.try_get("distance")?;
-                hit(r, d)
-            })
-            .collect::<Result<_, _>>()
-            .map_err(Into::into)
+        distance_hits(&rows)
     }
 
     /// Exact (index-free) k nearest neighbours: the ground truth for recall measurements.
@@ -127,13 +129,7 @@ impl Memories {
             .bind(limit);
         let rows = bind_filter(q, filter).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|r| {
-                let d: f64 = r.try_get("distance")?;
-                hit(r, d)
-            })
-            .collect::<Result<_, _>>()
-            .map_err(Into::into)
+        distance_hits(&rows)
     }
 
     /// Full-text search (websearch syntax, English stemming), best rank first.

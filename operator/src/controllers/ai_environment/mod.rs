@@ -15,7 +15,6 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use k8s_openapi::{
     ByteString,
     api::{
@@ -117,41 +116,39 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     });
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
     let st = state.clone();
-    controller
-        .owns(ctx.watched::<NetworkPolicy>(), cfg())
-        .watches(
-            ctx.watched::<PartialObjectMeta<LlmProfile>>(),
-            cfg(),
-            move |p| envs_using_profile(&s1, &p.metadata),
-        )
-        .watches(
-            ctx.watched::<PartialObjectMeta<Secret>>(),
-            cfg(),
-            move |s| envs_using_secret(&st, &s.metadata),
-        )
-        .watches(
-            ctx.watched::<PartialObjectMeta<Deployment>>(),
-            cfg(),
-            move |d| envs_selecting(&s2, &d.metadata),
-        )
-        .watches(
-            ctx.watched::<PartialObjectMeta<StatefulSet>>(),
-            cfg(),
-            move |s| envs_selecting(&s3, &s.metadata),
-        )
-        .watches(
-            ctx.watched::<PartialObjectMeta<MemoryStore>>(),
-            cfg(),
-            move |m| envs_using_store(&s4, &m.metadata),
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, state)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "aienvironment reconcile loop");
-            }
-        })
-        .await;
+    policy::drain(
+        controller
+            .owns(ctx.watched::<NetworkPolicy>(), cfg())
+            .watches(
+                ctx.watched::<PartialObjectMeta<LlmProfile>>(),
+                cfg(),
+                move |p| envs_using_profile(&s1, &p.metadata),
+            )
+            .watches(
+                ctx.watched::<PartialObjectMeta<Secret>>(),
+                cfg(),
+                move |s| envs_using_secret(&st, &s.metadata),
+            )
+            .watches(
+                ctx.watched::<PartialObjectMeta<Deployment>>(),
+                cfg(),
+                move |d| envs_selecting(&s2, &d.metadata),
+            )
+            .watches(
+                ctx.watched::<PartialObjectMeta<StatefulSet>>(),
+                cfg(),
+                move |s| envs_selecting(&s3, &s.metadata),
+            )
+            .watches(
+                ctx.watched::<PartialObjectMeta<MemoryStore>>(),
+                cfg(),
+                move |m| envs_using_store(&s4, &m.metadata),
+            )
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, state),
+        CONTROLLER,
+    )
+    .await;
 }
 
 fn decoded(store: &Store<Guarded>) -> Vec<Arc<Guarded>> {

@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Resource, ResourceExt,
@@ -70,20 +69,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         memo: ProbeMemo::default(),
         backoffs: Backoffs::default(),
     });
-    controller
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |secret| profiles_referencing(&store, &secret),
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, state)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "llmprofile reconcile loop");
-            }
-        })
-        .await;
+    policy::drain(
+        controller
+            .watches(
+                secrets,
+                watcher::Config::default().any_semantic(),
+                move |secret| profiles_referencing(&store, &secret),
+            )
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, state),
+        CONTROLLER,
+    )
+    .await;
 }
 
 /// Profiles in the Secret's namespace whose key or CA lives in that Secret.

@@ -10,7 +10,7 @@ pub mod status;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{Secret, Service},
@@ -74,23 +74,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         backoffs: Backoffs::default(),
     });
     let owned_cfg = || cfg().labels(children::LABEL_STORE);
-    controller
-        .owns(ctx.watched::<StatefulSet>(), owned_cfg())
-        .owns(ctx.watched::<Service>(), owned_cfg())
-        .owns(ctx.watched::<NetworkPolicy>(), owned_cfg())
-        .watches(
-            ctx.watched::<PartialObjectMeta<Secret>>(),
-            cfg(),
-            move |secret| stores_using(&store, &secret),
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, state)
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "memorystore reconcile loop");
-            }
-        })
-        .await;
+    policy::drain(
+        controller
+            .owns(ctx.watched::<StatefulSet>(), owned_cfg())
+            .owns(ctx.watched::<Service>(), owned_cfg())
+            .owns(ctx.watched::<NetworkPolicy>(), owned_cfg())
+            .watches(
+                ctx.watched::<PartialObjectMeta<Secret>>(),
+                cfg(),
+                move |secret| stores_using(&store, &secret),
+            )
+            .graceful_shutdown_on(shutdown)
+            .run(reconcile, error_policy, state),
+        CONTROLLER,
+    )
+    .await;
 }
 
 /// Stores that read this Secret: their external connection Secret, CloudNativePG's app Secret,
