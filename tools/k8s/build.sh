@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Build the local Kubernetes control plane (etcd, kube-apiserver,
-# kube-controller-manager, kubectl) from the official Go modules pinned in
-# this directory's go.mod. Binaries are cached outside the repository, keyed
-# by version, and built only once:
-#   ${AIENV_CACHE:-$HOME/.cache/aienv}/k8s-v1.36.3/bin/
+# Build the local Kubernetes cluster's binaries from the official Go modules pinned in this
+# directory's go.mod (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+# kube-proxy, kubectl), CoreDNS from tools/coredns, and our own node helpers (pause,
+# local-provisioner). Binaries are cached outside the repository, keyed by the Kubernetes version
+# and a hash of every input, and built only once:
+#   ${AIENV_CACHE:-$HOME/.cache/aienv}/k8s-v1.36.3-<hash>/bin/
 # Prints the bin directory on stdout; build progress goes to stderr.
 set -euo pipefail
 
 K8S_VERSION=v1.36.3
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+TOOLS="$(dirname "$HERE")"
 CACHE="${AIENV_CACHE:-$HOME/.cache/aienv}"
-OUT="$CACHE/k8s-$K8S_VERSION"
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+  coredns pause local-provisioner)
+
+# The cache key: everything that goes into a binary.
+inputs_hash() {
+  (cd "$TOOLS" && find k8s coredns -type f \( -name '*.go' -o -name go.mod -o -name go.sum -o -name build.sh \) |
+    LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-12
+}
+OUT="$CACHE/k8s-$K8S_VERSION-$(inputs_hash)"
 BIN="$OUT/bin"
-BINARIES=(etcd kube-apiserver kube-controller-manager kubectl)
 
 have_all() {
   local b
@@ -43,15 +52,22 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$BUILD_DATE"
 done
 
-echo "build.sh: building Kubernetes $K8S_VERSION control plane into $BIN (slow the first time)" >&2
+echo "build.sh: building Kubernetes $K8S_VERSION binaries into $BIN (slow the first time)" >&2
 start=$SECONDS
+export GOTOOLCHAIN=local CGO_ENABLED=0
+GOFLAGS_BUILD=(-p "${AIENV_BUILD_JOBS:-2}" -mod=readonly -buildvcs=false -trimpath)
 cd "$HERE"
-GOTOOLCHAIN=local CGO_ENABLED=0 go build -p "${AIENV_BUILD_JOBS:-2}" -mod=readonly -buildvcs=false -trimpath \
-  -ldflags "$LDFLAGS" -o "$TMP/" \
+go build "${GOFLAGS_BUILD[@]}" -ldflags "$LDFLAGS" -o "$TMP/" \
   ./cmd/etcd \
+  ./cmd/pause \
+  ./cmd/local-provisioner \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy \
   k8s.io/kubernetes/cmd/kubectl >&2
+(cd "$TOOLS/coredns" && go build "${GOFLAGS_BUILD[@]}" -ldflags "-s -w" -o "$TMP/coredns" .) >&2
 
 for b in "${BINARIES[@]}"; do
   [[ -x "$TMP/$b" ]] || { echo "build.sh: $b was not built" >&2; exit 1; }
