@@ -52,8 +52,26 @@ pub struct TestEnv {
     pub k8s_bin: PathBuf,
     /// `AIENV_PG_BIN`: directory with psql, pg_dump, pg_restore.
     pub pg_bin: PathBuf,
+    /// The node that runs pods (`AIENV_NODE=1`); `None` in the pod-less mode.
+    pub node: Option<Node>,
     /// Every key of the env file, to pass on to child processes.
     pub vars: HashMap<String, String>,
+}
+
+/// The test node: kubelet + containerd, and the images `scripts/testenv` loaded onto it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// `AIENV_NODE_NAME`.
+    pub name: String,
+    /// `AIENV_NODE_IP`: the node's address on the pod bridge (also the cluster DNS server).
+    pub ip: String,
+    /// `AIENV_STORAGE_CLASS`: the default StorageClass (hostPath volumes on the node).
+    pub storage_class: String,
+    /// `AIENV_PG_IMAGE`: PostgreSQL 17 + pgvector, built from Debian packages.
+    pub pg_image: String,
+    /// `AIENV_IMAGE`: the aienv image (loaded by `scripts/testenv image`, which `scripts/test`
+    /// runs after building the binary).
+    pub aienv_image: String,
 }
 
 /// The workspace root (parent of the `tests` crate).
@@ -115,6 +133,16 @@ impl TestEnv {
             gcs_endpoint: get("AIENV_GCS_ENDPOINT")?,
             k8s_bin: get("AIENV_K8S_BIN")?.into(),
             pg_bin: get("AIENV_PG_BIN")?.into(),
+            node: match vars.get("AIENV_NODE").map(String::as_str) {
+                Some("1") => Some(Node {
+                    name: get("AIENV_NODE_NAME")?,
+                    ip: get("AIENV_NODE_IP")?,
+                    storage_class: get("AIENV_STORAGE_CLASS")?,
+                    pg_image: get("AIENV_PG_IMAGE")?,
+                    aienv_image: get("AIENV_IMAGE")?,
+                }),
+                _ => None,
+            },
             vars,
         })
     }
@@ -284,6 +312,28 @@ pub fn require_env() -> Option<TestEnv> {
     }
     eprintln!("skipping: test environment not running ({why}); run `scripts/testenv up`");
     None
+}
+
+impl TestEnv {
+    /// The node, for tests whose pods must really run. `None` (after a note) in the pod-less mode
+    /// (`AIENV_NODE=0 scripts/testenv up`), which such tests skip; with
+    /// `AIENV_REQUIRE_SERVICES=1` a missing node fails them unless `AIENV_NODE=0` says it is
+    /// meant to be missing.
+    pub fn require_node(&self) -> Option<Node> {
+        if let Some(node) = &self.node {
+            return Some(node.clone());
+        }
+        let required =
+            std::env::var("AIENV_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true");
+        let podless = std::env::var("AIENV_NODE").is_ok_and(|v| v == "0");
+        if required && !podless {
+            panic!(
+                "AIENV_REQUIRE_SERVICES=1 but the test environment has no node (started with AIENV_NODE=0?): run `scripts/testenv down && scripts/testenv up`"
+            );
+        }
+        eprintln!("skipping: this test runs pods and the test environment has no node");
+        None
+    }
 }
 
 /// Polls `f` (every 250 ms) until it yields `Some`, for at most `timeout`.

@@ -8,6 +8,7 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	_ "github.com/coredns/coredns/plugin/bind"
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
 	_ "github.com/coredns/coredns/plugin/health"
@@ -16,7 +17,7 @@ import (
 )
 
 // The order plugins run in (CoreDNS's plugin.cfg order, restricted to those above).
-var directives = []string{"errors", "health", "ready", "kubernetes", "cache"}
+var directives = []string{"bind", "ready", "health", "errors", "cache", "kubernetes"}
 
 func init() {
 	dnsserver.Directives = directives

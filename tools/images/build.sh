@@ -49,12 +49,14 @@ hash_of() { cat "$@" | sha256sum | cut -c1-16; }
 # rootfs NAME: a cached Debian root filesystem with packages/NAME.txt installed; prints its dir.
 rootfs() {
   local name=$1 key dir
-  key="$(hash_of "$HERE/build.sh" "$HERE/packages/$name.txt" <(echo "$SUITE"))"
+  # Keyed by what goes into it: the package list, the suite and the finishing steps.
+  key="$(hash_of "$HERE/packages/$name.txt" <(echo "$SUITE"; declare -f finish_rootfs))"
   dir="$CACHE/rootfs-$name-$key"
   if [[ -f $dir/.done ]]; then echo "$dir"; return; fi
   [[ $EUID -eq 0 ]] || die "debootstrap needs root"
   need debootstrap debootstrap
-  rm -rf "$dir" "$dir.tmp"
+  # Root filesystems (and their layouts) of older inputs are superseded.
+  rm -rf "$CACHE/rootfs-$name-"* "$CACHE/layout-rootfs-$name-"*
   mkdir -p "$CACHE"
   log "debootstrap $SUITE ($name: $(packages "$name")) — about a minute"
   local pkgs
@@ -92,10 +94,13 @@ finish_rootfs() {
 
 # pack REF ARCHIVE LAYOUT: docker archive of LAYOUT:image, atomically.
 pack() {
-  local ref=$1 archive=$2 layout=$3
+  local ref=$1 archive=$2 layout=$3 name
   rm -f "$archive.tmp"
   skopeo copy --quiet "oci:$layout:image" "docker-archive:$archive.tmp:$ref" >&2
   mv "$archive.tmp" "$archive"
+  # Older archives of the same image are superseded (each is a few hundred MB).
+  name="$(basename "$archive")"
+  find "$CACHE" -maxdepth 1 -name "${name%%-*}-*.tar" ! -name "$name" -delete
 }
 
 new_layout() { # new_layout DIR
@@ -113,7 +118,7 @@ base_layout() {
   if [[ -f $dir/.done ]]; then echo "$dir"; return; fi
   log "packing the $name root filesystem"
   new_layout "$dir.tmp"
-  umoci insert --image "$dir.tmp:image" --no-history "$root" / >&2
+  umoci insert --image "$dir.tmp:image" "$root" / >&2
   touch "$dir.tmp/.done"
   rm -rf "$dir"
   mv "$dir.tmp" "$dir"
@@ -131,7 +136,7 @@ build_pause() {
     mkdir -p "$CACHE"
     work="$(mktemp -d "$CACHE/.pause.XXXXXX")"
     new_layout "$work/oci"
-    umoci insert --image "$work/oci:image" --no-history "$bin" /pause >&2
+    umoci insert --image "$work/oci:image" "$bin" /pause >&2
     umoci config --image "$work/oci:image" --no-history --config.entrypoint /pause \
       --config.user 65535:65535 --architecture amd64 --os linux >&2
     pack "$ref" "$archive" "$work/oci"
@@ -171,15 +176,16 @@ build_aienv() {
     layout="$(base_layout aienv)"
     work="$(mktemp -d "$CACHE/.aienv.XXXXXX")"
     cp -al "$layout" "$work/oci"
-    install -D -m 0755 "$bin" "$work/layer/usr/local/bin/aienv"
-    umoci insert --image "$work/oci:image" --no-history "$work/layer/usr/local/bin/aienv" /usr/local/bin/aienv >&2
+    # Debug builds carry ~10x their code in debuginfo, which a container never reads.
+    mkdir -p "$work/layer/usr/local/bin"
+    strip --strip-debug -o "$work/layer/usr/local/bin/aienv" "$bin"
+    chmod 0755 "$work/layer/usr/local/bin/aienv"
+    umoci insert --image "$work/oci:image" "$work/layer/usr/local/bin/aienv" /usr/local/bin/aienv >&2
     umoci config --image "$work/oci:image" --no-history --config.user "$AIENV_UID:$AIENV_UID" \
       --config.env "PATH=$BASE_PATH" --config.env HOME=/home/aienv --config.workingdir /home/aienv \
       --config.entrypoint /usr/local/bin/aienv --architecture amd64 --os linux >&2
     pack "$ref" "$archive" "$work/oci"
     rm -rf "$work"
-    # Older archives of this image are superseded (each is a few hundred MB).
-    find "$CACHE" -maxdepth 1 -name 'aienv-*.tar' ! -name "$(basename "$archive")" -mmin +60 -delete
   fi
   echo "$archive $ref"
 }

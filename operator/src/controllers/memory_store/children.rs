@@ -163,15 +163,54 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     }
 }
 
+/// Finds the server binaries in the Debian layout that both the public pgvector images and
+/// Debian's own packages use, so no image's entrypoint or PATH is relied on.
+const PG_BIN: &str = "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)";
+
+/// The explicit init step: a fresh volume gets a data directory, the superuser from the
+/// credentials Secret (password login over TCP, trust only on the pod-local socket), and the
+/// database. An existing data directory is left alone.
+const INIT_SCRIPT: &str = r#"set -eu
+if [ -s "$PGDATA/PG_VERSION" ]; then
+  echo "data directory $PGDATA exists (PostgreSQL $(cat "$PGDATA/PG_VERSION"))"
+  exit 0
+fi
+mkdir -p "$PGDATA"
+chmod 700 "$PGDATA"
+pwfile=$(mktemp)
+printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
+"$bin/initdb" -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" -E UTF8 --locale=C \
+  --auth-local=trust --auth-host=scram-sha-256
+rm -f "$pwfile"
+printf "listen_addresses = '*'\nunix_socket_directories = '/var/run/postgresql'\n" >> "$PGDATA/postgresql.conf"
+printf 'host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n' >> "$PGDATA/pg_hba.conf"
+echo "CREATE DATABASE \"$POSTGRES_DB\"" | "$bin/postgres" --single -D "$PGDATA" postgres >/dev/null
+echo "initialised $PGDATA with database $POSTGRES_DB"
+"#;
+
+/// PID 1 of the server container. The kubelet stops containers with SIGTERM, which PostgreSQL
+/// takes as a "smart" shutdown that waits for every client; turn it into a fast one (SIGINT).
+const RUN_SCRIPT: &str = r#""$bin/postgres" -D "$PGDATA" &
+pid=$!
+trap 'kill -INT "$pid"' TERM INT
+wait "$pid" || true
+trap - TERM INT
+wait "$pid""#;
+
+fn shell(script: &str) -> Option<Vec<String>> {
+    Some(vec![
+        "sh".into(),
+        "-c".into(),
+        format!("{PG_BIN}\n{script}"),
+    ])
+}
+
 fn pg_isready_probe(initial: i32, period: i32) -> Probe {
     Probe {
         exec: Some(ExecAction {
-            command: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                "exec pg_isready -h 127.0.0.1 -p 5432 -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""
-                    .into(),
-            ]),
+            command: shell(&format!(
+                "exec \"$bin/pg_isready\" -h 127.0.0.1 -p {PG_PORT} -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\""
+            )),
         }),
         initial_delay_seconds: Some(initial),
         period_seconds: Some(period),
@@ -195,6 +234,7 @@ pub fn statefulset(store: &MemoryStore, managed: &ManagedSpec) -> StatefulSet {
     let container = Container {
         name: "postgres".into(),
         image: Some(image),
+        command: shell(RUN_SCRIPT),
         ports: Some(vec![ContainerPort {
             name: Some("postgres".into()),
             container_port: PG_PORT.into(),
@@ -211,7 +251,7 @@ pub fn statefulset(store: &MemoryStore, managed: &ManagedSpec) -> StatefulSet {
             },
         ]),
         resources: managed.resources.clone(),
-        readiness_probe: Some(pg_isready_probe(5, 10)),
+        readiness_probe: Some(pg_isready_probe(2, 5)),
         liveness_probe: Some(pg_isready_probe(30, 20)),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
@@ -247,6 +287,14 @@ pub fn statefulset(store: &MemoryStore, managed: &ManagedSpec) -> StatefulSet {
             },
         ]),
         ..Default::default()
+    };
+    let init = Container {
+        name: "init-data".into(),
+        command: shell(INIT_SCRIPT),
+        ports: None,
+        readiness_probe: None,
+        liveness_probe: None,
+        ..container.clone()
     };
     let empty_dir = |n: &str| Volume {
         name: n.into(),
@@ -311,6 +359,7 @@ pub fn statefulset(store: &MemoryStore, managed: &ManagedSpec) -> StatefulSet {
                         }),
                         ..Default::default()
                     }),
+                    init_containers: Some(vec![init]),
                     containers: vec![container],
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
                     termination_grace_period_seconds: Some(60),

@@ -18,6 +18,10 @@ pub struct ConnInfo {
     pub password: String,
     /// Query string of the original URI (sslmode and friends), without the leading '?'.
     pub params: Option<String>,
+    /// Where the operator itself connects when that differs from `host`: a managed store's
+    /// ClusterIP, which routes without cluster DNS (also for an operator run outside the cluster
+    /// on a node, as in the tests). Agents get `host`.
+    pub dial_host: Option<String>,
 }
 
 impl fmt::Debug for ConnInfo {
@@ -43,8 +47,25 @@ pub struct ConnProblem {
 impl ConnInfo {
     /// `postgres://user:password@host:port/database?params`, percent-encoded.
     pub fn uri(&self) -> String {
+        self.uri_for(&self.host)
+    }
+
+    /// The URI the operator connects with (see `dial_host`).
+    pub fn dial_uri(&self) -> String {
+        self.uri_for(self.dial_host.as_deref().unwrap_or(&self.host))
+    }
+
+    /// Connect to `host` instead of the published host (`None` keeps the published one).
+    pub fn dialing(self, host: Option<String>) -> Self {
+        ConnInfo {
+            dial_host: host,
+            ..self
+        }
+    }
+
+    fn uri_for(&self, host: &str) -> String {
         let mut u = url::Url::parse("postgres://placeholder").expect("static URL");
-        let _ = u.set_host(Some(&self.host));
+        let _ = u.set_host(Some(host));
         let _ = u.set_port(Some(self.port));
         let _ = u.set_username(&self.user);
         let _ = u.set_password(Some(&self.password));
@@ -108,6 +129,7 @@ pub fn parse_uri(uri: &str, origin: &str) -> Result<ConnInfo, ConnProblem> {
         user: decode(u.username()),
         password: u.password().map(decode).unwrap_or_default(),
         params: u.query().filter(|q| !q.is_empty()).map(str::to_string),
+        dial_host: None,
     })
 }
 
@@ -168,6 +190,7 @@ pub fn from_credentials(secret: &Secret, host: String, port: u16) -> Result<Conn
         user: get("username")?,
         password: get("password")?,
         params: None,
+        dial_host: None,
     })
 }
 
@@ -191,6 +214,7 @@ pub fn from_cnpg_secret(secret: &Secret) -> Result<ConnInfo, ConnProblem> {
         user: text(&data, "user").ok_or_else(|| missing("user"))?,
         password: text(&data, "password").ok_or_else(|| missing("password"))?,
         params: None,
+        dial_host: None,
     })
 }
 

@@ -314,16 +314,21 @@ async fn provision(
             .await?;
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
             apply::apply(&services, m, &children::headless_service(store)).await?;
-            apply::apply(&services, m, &children::client_service(store)).await?;
+            let client = apply::apply(&services, m, &children::client_service(store)).await?;
             let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
             apply::apply(&sts, m, &children::statefulset(store, &managed)).await?;
             let np: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
             apply::apply(&np, m, &children::network_policy(store)).await?;
+            let cluster_ip = client
+                .spec
+                .and_then(|s| s.cluster_ip)
+                .filter(|ip| !ip.is_empty() && ip != "None");
             Ok(connection::from_credentials(
                 &creds,
                 children::managed_host(name, ns),
                 children::PG_PORT,
-            ))
+            )
+            .map(|c| c.dialing(cluster_ip)))
         }
         StoreMode::Cloudnativepg => {
             let Some(spec) = &store.spec.cloudnativepg else {

@@ -28,7 +28,7 @@ pub struct Pools {
 impl Pools {
     /// The pool for `ns/name`, created lazily (no connection is opened here).
     pub fn get(&self, ns: &str, name: &str, conn: &ConnInfo) -> Result<PgPool, String> {
-        let uri = conn.uri();
+        let uri = conn.dial_uri();
         let fp: [u8; 32] = Sha256::digest(uri.as_bytes()).into();
         let key = (ns.to_string(), name.to_string());
         let mut pools = self.pools.lock().expect("pools lock");

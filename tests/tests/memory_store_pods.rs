@@ -1,0 +1,159 @@
+//! A managed MemoryStore whose PostgreSQL really runs: StatefulSet → pod on the test node (our
+//! PostgreSQL 17 + pgvector image) → the operator connects through the Service's ClusterIP,
+//! migrates and reports Ready; the credentials and the data survive the pod's deletion.
+
+use std::time::Duration;
+
+use aienv::{
+    api::memory_store::MemoryStore,
+    memory::{Memories, MemoryType, NewMemory},
+};
+use aienv_tests::{
+    conditions::{condition, wait_condition},
+    operator::{self, Which, install_crds},
+    testenv::{require_env, wait_for},
+};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::{
+    Api,
+    api::{DeleteParams, LogParams, Patch, PatchParams},
+};
+use sqlx::postgres::PgPoolOptions;
+
+/// Pods start in seconds here; the margin is for a loaded machine.
+const WAIT: Duration = Duration::from_secs(180);
+
+fn secret_text(s: &Secret, key: &str) -> String {
+    String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The store's database as an agent would use it, reached through the client Service's
+/// ClusterIP (the host has no cluster DNS; kube-proxy routes the ClusterIP).
+async fn agent_pool(
+    secrets: &Api<Secret>,
+    services: &Api<Service>,
+    store: &str,
+) -> anyhow::Result<sqlx::PgPool> {
+    let app = secrets.get(&format!("{store}-app")).await?;
+    let ip = services.get(store).await?.spec.unwrap().cluster_ip.unwrap();
+    let mut url = url::Url::parse(&secret_text(&app, "uri"))?;
+    url.set_host(Some(&ip))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url.as_str())
+        .await?)
+}
+
+async fn init_log(pods: &Api<Pod>, pod: &str) -> anyhow::Result<String> {
+    let lp = LogParams {
+        container: Some("init-data".into()),
+        ..Default::default()
+    };
+    Ok(pods.logs(pod, &lp).await?)
+}
+
+#[tokio::test]
+async fn managed_store_runs_migrates_and_keeps_its_data() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let Some(node) = env.require_node() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-pods").await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+    let store = serde_json::json!({
+        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
+        "metadata": {"name": "mem"},
+        "spec": {"mode": "managed", "deletionPolicy": "Delete",
+            "embedding": {"dimensions": 4},
+            "managed": {"image": node.pg_image, "storage": {"size": "1Gi"}}},
+    });
+    api.patch(
+        "mem",
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&store),
+    )
+    .await?;
+
+    // The StatefulSet's pod starts from our image, the operator reaches it and migrates.
+    let s = wait_condition(&api, WAIT, "mem", "Ready", "True", "StoreReady").await?;
+    let st = s.status.clone().unwrap();
+    assert!(st.schema_version.unwrap_or_default() >= 4, "{st:?}");
+    assert!(
+        st.pgvector_version
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("0.8"),
+        "{st:?}"
+    );
+    assert_eq!(condition(&s, "SchemaReady").unwrap().0, "True");
+    let pods: Api<Pod> = ns.api();
+    let first = pods.get("mem-0").await?;
+    assert!(pod_ready(&first));
+    assert!(
+        init_log(&pods, "mem-0").await?.contains("initialised"),
+        "the init step made the data directory"
+    );
+
+    // An agent's connection works and its memory is stored.
+    let secrets: Api<Secret> = ns.api();
+    let services: Api<Service> = ns.api();
+    let password = secret_text(&secrets.get("mem-credentials").await?, "password");
+    let pool = agent_pool(&secrets, &services, "mem").await?;
+    let mem = Memories::open(pool.clone()).await?;
+    let mut m = NewMemory::new("survives pod deletion", MemoryType::Agent);
+    m.embedding = Some(vec![0.0, 1.0, 0.0, 0.0]);
+    mem.store(&m).await?;
+    pool.close().await;
+
+    // The pod goes; the StatefulSet brings a new one on the same volume.
+    pods.delete("mem-0", &DeleteParams::default()).await?;
+    let first_uid = first.metadata.uid.clone();
+    wait_for(WAIT, "a new Ready mem-0", || async {
+        Ok(pods
+            .get_opt("mem-0")
+            .await?
+            .filter(|p| p.metadata.uid != first_uid && pod_ready(p))
+            .map(|_| ()))
+    })
+    .await?;
+    assert!(
+        init_log(&pods, "mem-0").await?.contains("exists"),
+        "the second pod found the data directory"
+    );
+    assert_eq!(
+        secret_text(&secrets.get("mem-credentials").await?, "password"),
+        password,
+        "credentials are never regenerated"
+    );
+    let count = wait_for(WAIT, "the stored memory after the restart", || async {
+        let pool = match agent_pool(&secrets, &services, "mem").await {
+            Ok(p) => p,
+            Err(_) => return Ok(None),
+        };
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM memories WHERE content = $1")
+            .bind("survives pod deletion")
+            .fetch_one(&pool)
+            .await?;
+        pool.close().await;
+        Ok(Some(n))
+    })
+    .await?;
+    assert_eq!(count, 1, "the data outlived the pod");
+    wait_condition(&api, WAIT, "mem", "Ready", "True", "StoreReady").await?;
+
+    ops.stop().await;
+    ns.cleanup().await
+}
