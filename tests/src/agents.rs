@@ -73,12 +73,27 @@ pub async fn put_key(ns: &TestNamespace, name: &str, key: &str, value: &str) -> 
     Ok(())
 }
 
-/// A Deployment labelled `labels` (on the object and its pods). No kubelet runs its pods.
+/// A Deployment labelled `labels` (on the object and its pods) whose image exists nowhere: its
+/// pods never start, so only the objects matter.
 pub async fn create_deployment(
     ns: &TestNamespace,
     name: &str,
     labels: &[(&str, &str)],
     replicas: i32,
+) -> Result<Deployment> {
+    let pod = serde_json::json!({"containers": [{
+        "name": "agent", "image": "registry.invalid/agent:1",
+    }]});
+    create_deployment_with_pod(ns, name, labels, replicas, pod).await
+}
+
+/// A Deployment labelled `labels` (on the object and its pods) running the pod spec `pod`.
+pub async fn create_deployment_with_pod(
+    ns: &TestNamespace,
+    name: &str,
+    labels: &[(&str, &str)],
+    replicas: i32,
+    pod: serde_json::Value,
 ) -> Result<Deployment> {
     let labels: BTreeMap<String, String> = labels
         .iter()
@@ -94,9 +109,7 @@ pub async fn create_deployment(
             "selector": {"matchLabels": {"workload": name}},
             "template": {
                 "metadata": {"labels": pod_labels},
-                "spec": {"containers": [{
-                    "name": "agent", "image": "registry.invalid/agent:1",
-                }]},
+                "spec": pod,
             },
         },
     });

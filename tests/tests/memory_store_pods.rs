@@ -13,10 +13,13 @@ use aienv_tests::{
     operator::{self, Which, install_crds},
     testenv::{require_env, wait_for},
 };
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, Secret, Service},
+};
 use kube::{
     Api,
-    api::{DeleteParams, LogParams, Patch, PatchParams},
+    api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
 };
 use sqlx::postgres::PgPoolOptions;
 
@@ -58,6 +61,50 @@ async fn init_log(pods: &Api<Pod>, pod: &str) -> anyhow::Result<String> {
         ..Default::default()
     };
     Ok(pods.logs(pod, &lp).await?)
+}
+
+/// Runs `pg_dump` of store `mem` in a Job from the aienv image; returns the pod's log.
+async fn dump_job(ns: &aienv_tests::testenv::TestNamespace, image: &str) -> anyhow::Result<String> {
+    let job = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "dump"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "dump", "image": image, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "pg_dump --version && pg_dump -Fc -Z0 -d \"$URI\" -f /tmp/dump && pg_restore -l /tmp/dump | grep 'TABLE DATA'"],
+                "env": [{"name": "URI", "valueFrom": {"secretKeyRef": {"name": "mem-app", "key": "uri"}}}],
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }],
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+        }}},
+    });
+    let jobs: Api<Job> = ns.api();
+    jobs.create(&PostParams::default(), &serde_json::from_value(job)?)
+        .await?;
+    let done = wait_for(
+        WAIT,
+        "Job dump finished (is the aienv image loaded? scripts/testenv image BINARY)",
+        || async {
+            let s = jobs.get("dump").await?.status.unwrap_or_default();
+            Ok((s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0).then_some(s))
+        },
+    )
+    .await?;
+    let pods: Api<Pod> = ns.api();
+    let pod = pods
+        .list(&ListParams::default().labels("job-name=dump"))
+        .await?
+        .items
+        .remove(0);
+    let log = pods
+        .logs(&pod.metadata.name.unwrap(), &LogParams::default())
+        .await?;
+    anyhow::ensure!(done.succeeded == Some(1), "the dump Job failed:\n{log}");
+    Ok(log)
 }
 
 #[tokio::test]
@@ -117,6 +164,13 @@ async fn managed_store_runs_migrates_and_keeps_its_data() -> anyhow::Result<()> 
     m.embedding = Some(vec![0.0, 1.0, 0.0, 0.0]);
     mem.store(&m).await?;
     pool.close().await;
+
+    // The aienv image dumps the store from a pod: restricted, read-only root, by the Service's
+    // DNS name from the connection Secret (cluster DNS and kube-proxy at work).
+    let dump = dump_job(&ns, &node.aienv_image).await?;
+    assert!(dump.contains("pg_dump (PostgreSQL) 17"), "{dump}");
+    assert!(dump.contains("TABLE DATA"), "{dump}");
+    assert!(dump.contains("memories"), "{dump}");
 
     // The pod goes; the StatefulSet brings a new one on the same volume.
     pods.delete("mem-0", &DeleteParams::default()).await?;
