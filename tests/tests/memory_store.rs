@@ -591,6 +591,45 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
         db.name
     );
 
+    // CloudNativePG's own Services (which a label copied by inheritedMetadata, or a user, may give
+    // the store label) are not the store's: reconciles never delete them.
+    assert!(
+        cluster.data["spec"].get("inheritedMetadata").is_none(),
+        "our labels must not be copied onto CloudNativePG's objects"
+    );
+    let services = ns.api::<Service>();
+    for svc in ["mem-pg-rw", "mem-pg-ro"] {
+        let obj = serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": svc, "labels": {"aienv.orchestr8.io/store": "mem", "cnpg.io/cluster": "mem-pg"},
+                "ownerReferences": [{"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "name": "mem-pg",
+                    "uid": cluster.metadata.uid.clone().unwrap(), "controller": true}]},
+            "spec": {"ports": [{"port": 5432}], "selector": {"cnpg.io/cluster": "mem-pg"}},
+        });
+        services
+            .patch(
+                svc,
+                &PatchParams::apply("aienv-tests").force(),
+                &Patch::Apply(&obj),
+            )
+            .await?;
+    }
+    for round in ["a", "b"] {
+        let before = ops.ctx.metrics.reconciles(CONTROLLER);
+        touch(&api, "mem", round).await?;
+        wait_for(WAIT, "a reconcile", || async {
+            Ok((ops.ctx.metrics.reconciles(CONTROLLER) > before).then_some(()))
+        })
+        .await?;
+    }
+    for svc in ["mem-pg-rw", "mem-pg-ro"] {
+        let s = services.get_opt(svc).await?;
+        assert!(
+            s.is_some_and(|s| s.metadata.deletion_timestamp.is_none()),
+            "{svc} of CloudNativePG was deleted by the MemoryStore controller"
+        );
+    }
+
     // Switching to Delete hands the Cluster to the store (and so to the garbage collector).
     let mut spec = api.get("mem").await?.spec;
     spec.deletion_policy = aienv::api::memory_store::DeletionPolicy::Delete;

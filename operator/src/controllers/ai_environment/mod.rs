@@ -383,7 +383,7 @@ async fn sync_network_policies(
     let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
     let label = format!("{}={}", netpol::ENV_LABEL, env.name_any());
     if !env.spec.network_policy.enabled {
-        let deleted = children::delete_unwanted(&api, &label, &[]).await?;
+        let deleted = children::delete_unwanted(&api, &label, &owner.uid, &[]).await?;
         ctx.metrics
             .child_writes_inc(CONTROLLER, deleted.len() as u64);
         return Ok(None);
@@ -420,7 +420,7 @@ async fn sync_network_policies(
         apply::apply(&api, apply::manager::AI_ENVIRONMENT, &p).await?;
         ctx.metrics.child_writes_inc(CONTROLLER, 1);
     }
-    let deleted = children::delete_unwanted(&api, &label, &keep).await?;
+    let deleted = children::delete_unwanted(&api, &label, &owner.uid, &keep).await?;
     ctx.metrics
         .child_writes_inc(CONTROLLER, deleted.len() as u64);
     Ok(Some(built.summary))

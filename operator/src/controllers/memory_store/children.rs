@@ -63,6 +63,10 @@ pub fn credentials_secret_name(store: &str) -> String {
 pub fn app_secret_name(store: &str) -> String {
     format!("{store}-app")
 }
+/// The PVC the StatefulSet controller makes from the claim template `data` for pod `<store>-0`.
+pub fn data_pvc_name(store: &str) -> String {
+    format!("data-{store}-0")
+}
 pub fn headless_service_name(store: &str) -> String {
     format!("{store}-hl")
 }
@@ -465,7 +469,9 @@ pub fn cnpg_api_resource() -> ApiResource {
 }
 
 /// A CloudNativePG Cluster: instances, storage, image with pgvector; the app database `memory`
-/// owned by `aienv`, with the vector extension created by the superuser at bootstrap.
+/// owned by `aienv`, with the vector extension created by the superuser at bootstrap. No
+/// `inheritedMetadata` with our labels: CloudNativePG copies it onto its own Services and pods,
+/// which must never look like children of the store (its pods carry `cnpg.io/cluster`).
 pub fn cnpg_cluster(store: &MemoryStore, spec: &CloudNativePgSpec) -> DynamicObject {
     let name = cnpg_cluster_name(&store.name_any());
     let mut storage = serde_json::json!({"size": spec.storage.size});
@@ -487,7 +493,6 @@ pub fn cnpg_cluster(store: &MemoryStore, spec: &CloudNativePgSpec) -> DynamicObj
                 "owner": PG_USER,
                 "postInitApplicationSQL": ["CREATE EXTENSION IF NOT EXISTS vector"],
             }},
-            "inheritedMetadata": {"labels": child_labels(&store.name_any())},
         }
     }));
     obj.metadata = meta(store, name);

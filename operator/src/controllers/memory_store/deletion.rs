@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    api::{ApiResource, DeleteParams, DynamicObject, ListParams},
     runtime::{controller::Action, events::EventType},
 };
 use tracing::{info, warn};
@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::{FINALIZER, State, children, connection};
 use crate::{
     api::{common::SecretKeyRef, memory_store::MemoryStore},
-    controller::{Error, Result, children::delete_unwanted, finalizer},
+    controller::{Error, Result, finalizer},
     memory::schema,
 };
 
@@ -88,9 +88,7 @@ async fn run(
     match plan.mode.as_str() {
         "managed" => {
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
-            let n = delete_unwanted(&pvcs, &format!("{}={name}", children::LABEL_STORE), &[])
-                .await?
-                .len();
+            let n = delete_data_volumes(&pvcs, name).await?;
             info!(pvcs = n, "deleted the managed store's PVCs");
             ctx.event(
                 oref,
@@ -155,6 +153,28 @@ async fn run(
         _ => {}
     }
     Ok(())
+}
+
+/// The managed store's data volume: the StatefulSet controller makes `data-<store>-0` from the
+/// claim template (owned by the StatefulSet, not by the store), so it is picked by that exact name
+/// and the store label, never by the label alone.
+async fn delete_data_volumes(pvcs: &Api<PersistentVolumeClaim>, store: &str) -> Result<usize> {
+    let wanted = children::data_pvc_name(store);
+    let list = pvcs
+        .list_metadata(&ListParams::default().labels(&format!("{}={store}", children::LABEL_STORE)))
+        .await?;
+    let mut n = 0;
+    for pvc in list.items.iter().filter(|p| p.name_any() == wanted) {
+        match pvcs
+            .delete(&pvc.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => n += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::Kube(e)),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

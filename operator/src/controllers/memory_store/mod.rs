@@ -289,7 +289,8 @@ async fn provision(
 ) -> Result<Result<ConnInfo, ConnProblem>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let m = apply::manager::MEMORY_STORE;
-    remove_other_modes(store.spec.mode, ns, name, ctx).await?;
+    let uid = store.metadata.uid.clone().unwrap_or_default();
+    remove_other_modes(store.spec.mode, ns, name, &uid, ctx).await?;
     match store.spec.mode {
         StoreMode::External => {
             let Some(ext) = &store.spec.external else {
@@ -376,20 +377,26 @@ async fn provision(
 /// After a mode change, delete the children of the modes no longer in use. The managed
 /// credentials Secret is kept (a retained PVC's data still needs it), and the `<store>-app`
 /// Secret is rewritten by the new mode.
-async fn remove_other_modes(mode: StoreMode, ns: &str, name: &str, ctx: &Context) -> Result<()> {
+async fn remove_other_modes(
+    mode: StoreMode,
+    ns: &str,
+    name: &str,
+    uid: &str,
+    ctx: &Context,
+) -> Result<()> {
     let selector = format!("{}={name}", children::LABEL_STORE);
     if mode != StoreMode::Managed {
         let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&sts, &selector, &[]).await?;
+        delete_unwanted(&sts, &selector, uid, &[]).await?;
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&services, &selector, &[]).await?;
+        delete_unwanted(&services, &selector, uid, &[]).await?;
         let np: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&np, &selector, &[]).await?;
+        delete_unwanted(&np, &selector, uid, &[]).await?;
     }
     if mode != StoreMode::Cloudnativepg {
         let clusters: Api<DynamicObject> =
             Api::namespaced_with(ctx.client.clone(), ns, &children::cnpg_api_resource());
-        match delete_unwanted(&clusters, &selector, &[]).await {
+        match delete_unwanted(&clusters, &selector, uid, &[]).await {
             // 404: CloudNativePG is not installed, so there is no Cluster either.
             Ok(_) => {}
             Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {}
