@@ -211,3 +211,108 @@ async fn managed_store_runs_migrates_and_keeps_its_data() -> anyhow::Result<()> 
     ops.stop().await;
     ns.cleanup().await
 }
+
+/// Counts the stored memories with `content`, connecting as the `<store>-app` Secret says.
+async fn count_memories(
+    secrets: &Api<Secret>,
+    services: &Api<Service>,
+    store: &str,
+    content: &str,
+) -> anyhow::Result<Option<i64>> {
+    let Ok(pool) = agent_pool(secrets, services, store).await else {
+        return Ok(None);
+    };
+    let n = sqlx::query_scalar("SELECT count(*) FROM memories WHERE content = $1")
+        .bind(content)
+        .fetch_one(&pool)
+        .await;
+    pool.close().await;
+    Ok(n.ok())
+}
+
+#[tokio::test]
+async fn retained_store_comes_back_with_its_password_and_a_rotated_password_heals()
+-> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let Some(node) = env.require_node() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-retain").await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+    let store = serde_json::json!({
+        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
+        "metadata": {"name": "kept"},
+        "spec": {"mode": "managed", "deletionPolicy": "Retain", "embedding": {"dimensions": 4},
+            "managed": {"image": node.pg_image, "storage": {"size": "1Gi"}}},
+    });
+    let pp = PatchParams::apply("aienv-tests").force();
+    api.patch("kept", &pp, &Patch::Apply(&store)).await?;
+    wait_condition(&api, WAIT, "kept", "Ready", "True", "StoreReady").await?;
+    let secrets: Api<Secret> = ns.api();
+    let services: Api<Service> = ns.api();
+    let creds = secrets.get("kept-credentials").await?;
+    assert!(
+        creds.metadata.owner_references.is_none(),
+        "Retain: the credentials must not be garbage-collected with the store"
+    );
+    let password = secret_text(&creds, "password");
+    let pool = agent_pool(&secrets, &services, "kept").await?;
+    Memories::open(pool.clone())
+        .await?
+        .store(&NewMemory::new("kept across stores", MemoryType::Agent))
+        .await?;
+    pool.close().await;
+
+    // The store goes; its credentials and its volume stay; a new store of that name logs in.
+    api.delete("kept", &DeleteParams::default()).await?;
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = ns.api();
+    wait_for(WAIT, "store and StatefulSet gone", || async {
+        Ok(
+            (api.get_opt("kept").await?.is_none() && sts.get_opt("kept").await?.is_none())
+                .then_some(()),
+        )
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await; // the garbage collector's turn
+    assert_eq!(
+        secret_text(&secrets.get("kept-credentials").await?, "password"),
+        password
+    );
+    api.patch("kept", &pp, &Patch::Apply(&store)).await?;
+    wait_condition(&api, WAIT, "kept", "Ready", "True", "StoreReady").await?;
+    let n = wait_for(WAIT, "the old data through the new store", || async {
+        count_memories(&secrets, &services, "kept", "kept across stores").await
+    })
+    .await?;
+    assert_eq!(n, 1);
+
+    // A rotated password restarts the pod, whose init step makes it the database's.
+    let rotated = serde_json::json!({"stringData": {"password": "Rotated-password-42"}});
+    secrets
+        .patch(
+            "kept-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(&rotated),
+        )
+        .await?;
+    let n = wait_for(WAIT, "login with the rotated password", || async {
+        let app = secrets.get("kept-app").await?;
+        if secret_text(&app, "password") != "Rotated-password-42" {
+            return Ok(None);
+        }
+        count_memories(&secrets, &services, "kept", "kept across stores").await
+    })
+    .await?;
+    assert_eq!(n, 1);
+    let pods: Api<Pod> = ns.api();
+    assert!(init_log(&pods, "kept-0").await?.contains("password of"));
+    wait_condition(&api, WAIT, "kept", "Ready", "True", "StoreReady").await?;
+
+    ops.stop().await;
+    ns.cleanup().await
+}

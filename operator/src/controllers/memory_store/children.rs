@@ -114,10 +114,16 @@ fn meta(store: &MemoryStore, name: String) -> ObjectMeta {
     }
 }
 
-/// The managed credentials: generated once (create-if-absent), never overwritten.
+/// The managed credentials: generated once (create-if-absent), never overwritten. Owned by the
+/// store only under `deletionPolicy: Delete`: under Retain the data directory outlives the store,
+/// and so must the password it was initialised with.
 pub fn credentials_secret(store: &MemoryStore, password: String) -> Secret {
+    let mut metadata = meta(store, credentials_secret_name(&store.name_any()));
+    if store.spec.deletion_policy == DeletionPolicy::Retain {
+        metadata.owner_references = None;
+    }
     Secret {
-        metadata: meta(store, credentials_secret_name(&store.name_any())),
+        metadata,
         type_: Some("Opaque".into()),
         string_data: Some(BTreeMap::from([
             ("username".into(), PG_USER.into()),
@@ -173,10 +179,14 @@ const PG_BIN: &str = "bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 
 
 /// The explicit init step: a fresh volume gets a data directory, the superuser from the
 /// credentials Secret (password login over TCP, trust only on the pod-local socket), and the
-/// database. An existing data directory is left alone.
+/// database. An existing data directory keeps its data, and its superuser's password is made
+/// the Secret's again, so a rotated or recreated credentials Secret heals instead of locking the
+/// operator and the agents out.
 const INIT_SCRIPT: &str = r#"set -eu
 if [ -s "$PGDATA/PG_VERSION" ]; then
-  echo "data directory $PGDATA exists (PostgreSQL $(cat "$PGDATA/PG_VERSION"))"
+  quoted=$(printf '%s' "$POSTGRES_PASSWORD" | sed "s/'/''/g")
+  echo "ALTER ROLE \"$POSTGRES_USER\" PASSWORD '$quoted'" | "$bin/postgres" --single -D "$PGDATA" postgres >/dev/null
+  echo "data directory $PGDATA exists (PostgreSQL $(cat "$PGDATA/PG_VERSION")); password of $POSTGRES_USER set from the credentials Secret"
   exit 0
 fi
 mkdir -p "$PGDATA"
@@ -224,8 +234,29 @@ fn pg_isready_probe(initial: i32, period: i32) -> Probe {
     }
 }
 
+/// Pod-template annotation with a hash of the credentials: a changed password restarts the pod,
+/// whose init step then sets it in the database.
+pub const CREDENTIALS_HASH_ANNOTATION: &str = "aienv.orchestr8.io/credentials-hash";
+
+/// sha256 over the credentials Secret's data (keys and values), hex.
+pub fn credentials_hash(secret: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in secret.data.iter().flatten() {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.0.len() as u64).to_le_bytes());
+        h.update(&v.0);
+    }
+    hex::encode(h.finalize())
+}
+
 /// The single-instance PostgreSQL StatefulSet of managed mode.
-pub fn statefulset(store: &MemoryStore, managed: &ManagedSpec) -> StatefulSet {
+pub fn statefulset(
+    store: &MemoryStore,
+    managed: &ManagedSpec,
+    credentials_hash: &str,
+) -> StatefulSet {
     let name = store.name_any();
     let creds = credentials_secret_name(&name);
     let mut pod_labels = child_labels(&name);
@@ -347,6 +378,10 @@ pub fn statefulset(store: &MemoryStore, managed: &ManagedSpec) -> StatefulSet {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CREDENTIALS_HASH_ANNOTATION.into(),
+                        credentials_hash.into(),
+                    )])),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -530,7 +565,7 @@ spec:
     #[test]
     fn statefulset_is_restricted_and_pinned() {
         let s = store(MANAGED);
-        let sts = statefulset(&s, s.spec.managed.as_ref().unwrap());
+        let sts = statefulset(&s, s.spec.managed.as_ref().unwrap(), "h");
         let spec = sts.spec.unwrap();
         assert_eq!(spec.replicas, Some(1));
         assert_eq!(spec.service_name.as_deref(), Some("mem-hl"));

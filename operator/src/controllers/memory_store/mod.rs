@@ -307,17 +307,15 @@ async fn provision(
             let managed = store.spec.managed.clone().unwrap_or_else(|| {
                 serde_json::from_value(serde_json::json!({})).expect("defaults")
             });
-            let creds = apply::create_if_absent(
-                &secrets,
-                m,
-                &children::credentials_secret(store, children::generate_password()),
-            )
-            .await?;
+            let wanted = children::credentials_secret(store, children::generate_password());
+            let creds = apply::create_if_absent(&secrets, m, &wanted).await?;
+            let creds = own_credentials_per_policy(&secrets, creds, &wanted, store).await?;
             let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
             apply::apply(&services, m, &children::headless_service(store)).await?;
             let client = apply::apply(&services, m, &children::client_service(store)).await?;
             let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-            apply::apply(&sts, m, &children::statefulset(store, &managed)).await?;
+            let hash = children::credentials_hash(&creds);
+            apply::apply(&sts, m, &children::statefulset(store, &managed, &hash)).await?;
             let np: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
             apply::apply(&np, m, &children::network_policy(store)).await?;
             let cluster_ip = client
@@ -372,6 +370,46 @@ async fn provision(
             }
         }
     }
+}
+
+/// The credentials Secret follows the deletion policy: owned (collected with the store) under
+/// Delete, unowned under Retain.
+async fn own_credentials_per_policy(
+    secrets: &Api<Secret>,
+    current: Secret,
+    wanted: &Secret,
+    store: &MemoryStore,
+) -> Result<Secret> {
+    let uid = store.metadata.uid.as_deref().unwrap_or_default();
+    let refs = current
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    let ours = crate::controller::children::controlled_by(&refs, uid);
+    let want_owned = wanted.metadata.owner_references.is_some();
+    // Someone else's Secret of that name (another controller's, or one without our store label)
+    // is never adopted.
+    let labelled = current
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(children::LABEL_STORE))
+        == Some(&store.name_any());
+    let foreign = !labelled || (refs.iter().any(|r| r.controller == Some(true)) && !ours);
+    if foreign || ours == want_owned {
+        return Ok(current);
+    }
+    let patch =
+        serde_json::json!({"metadata": {"ownerReferences": wanted.metadata.owner_references}});
+    let name = current.metadata.name.clone().unwrap_or_default();
+    Ok(secrets
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?)
 }
 
 /// After a mode change, delete the children of the modes no longer in use. The managed
