@@ -41,10 +41,19 @@ pub struct ConnProblem {
 }
 
 impl ConnInfo {
+    /// The host as it goes into a URI: IPv6 literals in brackets (`[::1]`), names as they are.
+    fn uri_host(&self) -> String {
+        match self.host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("[{}]", self.host),
+            Err(_) => self.host.clone(),
+        }
+    }
+
     /// `postgres://user:password@host:port/database?params`, percent-encoded.
     pub fn uri(&self) -> String {
         let mut u = url::Url::parse("postgres://placeholder").expect("static URL");
-        let _ = u.set_host(Some(&self.host));
+        // Without brackets an IPv6 literal is refused and the placeholder host would stay.
+        let _ = u.set_host(Some(&self.uri_host()));
         let _ = u.set_port(Some(self.port));
         let _ = u.set_username(&self.user);
         let _ = u.set_password(Some(&self.password));
@@ -55,7 +64,7 @@ impl ConnInfo {
 
     /// `host:port/database`, safe to show anywhere.
     pub fn display(&self) -> String {
-        format!("{}:{}/{}", self.host, self.port, self.database)
+        format!("{}:{}/{}", self.uri_host(), self.port, self.database)
     }
 
     /// The keys of the `<store>-app` connection Secret.
@@ -230,6 +239,29 @@ mod tests {
         let again = parse_uri(&c.uri(), "x").unwrap();
         assert_eq!(again, c);
         assert_eq!(c.display(), "db.example:6432/mem");
+    }
+
+    #[test]
+    fn ipv6_literal_hosts_keep_their_brackets() {
+        let c = parse_uri("postgres://app:pw@[fd00::5]:6432/mem?sslmode=require", "x").unwrap();
+        assert_eq!(c.host, "fd00::5");
+        assert_eq!(
+            c.uri(),
+            "postgres://app:pw@[fd00::5]:6432/mem?sslmode=require"
+        );
+        assert_eq!(c.display(), "[fd00::5]:6432/mem");
+        assert_eq!(parse_uri(&c.uri(), "x").unwrap(), c);
+        // What the operator's pool connects to (sqlx strips the brackets when it connects).
+        let opts: sqlx::postgres::PgConnectOptions = c.uri().parse().unwrap();
+        assert_eq!(opts.get_host(), "[fd00::5]");
+        let cnpg = from_cnpg_secret(&secret(&[
+            ("host", "::1"),
+            ("dbname", "memory"),
+            ("user", "aienv"),
+            ("password", "pw"),
+        ]))
+        .unwrap();
+        assert_eq!(cnpg.uri(), "postgres://aienv:pw@[::1]:5432/memory");
     }
 
     #[test]
