@@ -129,3 +129,31 @@ async fn crds_are_established_with_short_names_and_category() -> anyhow::Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn creating_the_crds_prints_no_warning() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    // Under a group of its own, so the API server validates them as new CRDs (it warns about
+    // unrecognized formats on create) without touching the installed ones.
+    let yaml = aienv::crdgen::all_yaml()?.replace("aienv.orchestr8.io", "formatcheck.aienv.test");
+    let mut child = std::process::Command::new(env.k8s_bin.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&env.kubeconfig)
+        .args(["create", "--dry-run=server", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubectl create failed: {stderr}");
+    assert!(
+        !stderr.contains("Warning"),
+        "the API server warned: {stderr}"
+    );
+    Ok(())
+}
