@@ -17,6 +17,9 @@ struct Case {
     #[serde(default)]
     error: Option<String>,
     spec: serde_json::Value,
+    /// Set for updates: the object is created with this spec, then replaced with `spec`.
+    #[serde(default, rename = "oldSpec")]
+    old_spec: Option<serde_json::Value>,
 }
 
 const CASES: &str = include_str!("../fixtures/cel-cases.yaml");
@@ -36,13 +39,21 @@ async fn api_server_admits_and_rejects_each_case_with_its_message() -> anyhow::R
         let gvk = GroupVersionKind::gvk("aienv.orchestr8.io", "v1alpha1", &case.kind);
         let (ar, _caps) = discovery::pinned_kind(&client, &gvk).await?;
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns.name(), &ar);
-        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+        let mut obj: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "aienv.orchestr8.io/v1alpha1",
             "kind": case.kind,
             "metadata": {"name": case.name},
-            "spec": case.spec,
+            "spec": case.old_spec.as_ref().unwrap_or(&case.spec),
         }))?;
-        let res = api.create(&PostParams::default(), &obj).await;
+        let res = match &case.old_spec {
+            None => api.create(&PostParams::default(), &obj).await,
+            Some(_) => {
+                let created = api.create(&PostParams::default(), &obj).await?;
+                obj.metadata.resource_version = created.metadata.resource_version;
+                obj.data["spec"] = case.spec.clone();
+                api.replace(&case.name, &PostParams::default(), &obj).await
+            }
+        };
         match (&case.error, res) {
             (None, Ok(_)) => {}
             (None, Err(e)) => failures.push(format!("{}: expected accepted, got {e}", case.name)),

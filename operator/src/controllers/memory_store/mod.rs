@@ -41,9 +41,7 @@ use crate::{
     },
     conditions,
     controller::{
-        Context, Error, Result, apply,
-        children::delete_unwanted,
-        finalizer, mapping,
+        Context, Error, Result, apply, finalizer, mapping,
         policy::{self, Backoffs},
     },
     memory::{ddl::StoreLayout, error::describe, schema},
@@ -289,7 +287,6 @@ async fn provision(
 ) -> Result<Result<ConnInfo, ConnProblem>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let m = apply::manager::MEMORY_STORE;
-    remove_other_modes(store.spec.mode, ns, name, ctx).await?;
     match store.spec.mode {
         StoreMode::External => {
             let Some(ext) = &store.spec.external else {
@@ -366,32 +363,6 @@ async fn provision(
             }
         }
     }
-}
-
-/// After a mode change, delete the children of the modes no longer in use. The managed
-/// credentials Secret is kept (a retained PVC's data still needs it), and the `<store>-app`
-/// Secret is rewritten by the new mode.
-async fn remove_other_modes(mode: StoreMode, ns: &str, name: &str, ctx: &Context) -> Result<()> {
-    let selector = format!("{}={name}", children::LABEL_STORE);
-    if mode != StoreMode::Managed {
-        let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&sts, &selector, &[]).await?;
-        let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&services, &selector, &[]).await?;
-        let np: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&np, &selector, &[]).await?;
-    }
-    if mode != StoreMode::Cloudnativepg {
-        let clusters: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), ns, &children::cnpg_api_resource());
-        match delete_unwanted(&clusters, &selector, &[]).await {
-            // 404: CloudNativePG is not installed, so there is no Cluster either.
-            Ok(_) => {}
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Fold the finding into the status; write only when something but timestamps changed; publish an
