@@ -104,6 +104,7 @@ impl State {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let metrics = ctx.metrics.clone();
     let cfg = || watcher::Config::default().any_semantic();
     let controller = Controller::new(ctx.watched::<Guarded>(), cfg());
     let store = controller.store();
@@ -147,6 +148,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,
+        &metrics,
     )
     .await;
 }

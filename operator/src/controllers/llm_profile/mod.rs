@@ -60,6 +60,7 @@ pub struct State {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let metrics = ctx.metrics.clone();
     let profiles = ctx.watched::<Guarded>();
     let secrets = ctx.watched::<PartialObjectMeta<Secret>>();
     let controller = Controller::new(profiles, watcher::Config::default().any_semantic());
@@ -79,6 +80,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,
+        &metrics,
     )
     .await;
 }

@@ -62,6 +62,7 @@ pub struct State {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let metrics = ctx.metrics.clone();
     let stores = ctx.watched::<Guarded>();
     let cfg = || watcher::Config::default().any_semantic();
     let controller = Controller::new(stores, cfg());
@@ -85,6 +86,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,
+        &metrics,
     )
     .await;
 }
