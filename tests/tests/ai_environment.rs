@@ -11,8 +11,8 @@ use aienv::{
 use aienv_tests::{
     agents::{
         WAIT, apply_env, apply_profile, create_deployment, create_statefulset, deployment_hash,
-        env_condition, events_text, expect_replicasets, put_key, replicasets_of, statefulset_hash,
-        wait_env,
+        env_condition, events_text, expect_replicasets, put_key, put_secret, replicasets_of,
+        statefulset_hash, wait_env,
     },
     operator::{self, Which, install_crds},
     testenv::{TestNamespace, require_env, wait_for},
@@ -310,6 +310,17 @@ async fn bad_input_is_a_condition_and_an_event_and_nothing_rolls() -> anyhow::Re
     let (_, _, msg) = env_condition(&e, "SecretRendered").unwrap();
     assert!(msg.contains("claude-key"), "{msg}");
 
+    // The key Secret exists but did not opt in: its key is not copied into dev-llm.
+    put_secret(&ns, "claude-key", "apiKey", KEY1, false).await?;
+    let e = wait_env(&ns, "dev", "SecretRendered", "False", "SecretNotAllowed").await?;
+    let (_, _, msg) = env_condition(&e, "SecretRendered").unwrap();
+    assert!(
+        msg.contains("kubectl label secret claude-key")
+            && msg.contains("aienv.orchestr8.io/llm-key=true"),
+        "{msg}"
+    );
+    assert!(ns.api::<Secret>().get_opt("dev-llm").await?.is_none());
+
     // A fallback that does not exist (the key Secret arrives meanwhile: still nothing rolls).
     let mut spec = env_spec("claude", 0);
     spec["llm"]["fallbacks"] = serde_json::json!(["ghost"]);
@@ -344,6 +355,7 @@ async fn bad_input_is_a_condition_and_an_event_and_nothing_rolls() -> anyhow::Re
     for reason in [
         "ProfileNotFound",
         "SecretNotFound",
+        "SecretNotAllowed",
         "FallbackNotFound",
         "NoWorkloadsSelected",
     ] {

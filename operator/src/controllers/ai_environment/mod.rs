@@ -309,7 +309,8 @@ async fn api_key(
     let pname = profile.name_any();
     let found = secrets.get_opt(&r.name).await?;
     Ok(
-        match validate::secret_value(r, found.as_ref(), ns, "the API key") {
+        // The same opt-in as the profile's: a key is never copied from a Secret that did not.
+        match validate::api_key_value(r, found.as_ref(), ns) {
             Ok(v) => String::from_utf8(v).map(Some).map_err(|_| Problem {
                 reason: "SecretKeyInvalid",
                 message: format!(

@@ -144,12 +144,7 @@ async fn observe(
         return Ok((Some(Finding::Rejected(p)), None));
     }
     let key = match spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
-        Some(r) => match validate::secret_value(
-            r,
-            secrets.get_opt(&r.name).await?.as_ref(),
-            ns,
-            "the API key",
-        ) {
+        Some(r) => match validate::api_key_value(r, secrets.get_opt(&r.name).await?.as_ref(), ns) {
             Ok(v) => Some(v),
             Err(p) => return Ok((Some(Finding::Rejected(p)), None)),
         },
