@@ -665,3 +665,43 @@ async fn changing_the_mode_is_rejected_and_the_database_stays() -> anyhow::Resul
     ops.stop().await;
     ns.cleanup().await
 }
+
+#[tokio::test]
+async fn a_users_app_secret_is_never_taken_over() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-conflict").await?;
+    put_secret(&ns, "mem-app", &[("uri", "postgres://someone:else@db/app")]).await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+    apply_store(&api, "mem", serde_json::json!({"mode": "managed"})).await?;
+    let s = wait_condition(&api, "mem", "Ready", "False", "SecretConflict").await?;
+    let msg = condition(&s, "Ready").unwrap().2;
+    assert!(
+        msg.contains("Secret \"mem-app\" already exists")
+            && msg.contains("kubectl delete secret mem-app"),
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let secret = ns.api::<Secret>().get("mem-app").await?;
+    assert!(secret.metadata.owner_references.is_none(), "not adopted");
+    assert_eq!(
+        secret.data.unwrap_or_default().keys().collect::<Vec<_>>(),
+        ["uri"]
+    );
+    assert!(
+        ns.api::<StatefulSet>().get_opt("mem").await?.is_none(),
+        "nothing applied"
+    );
+    assert!(
+        events_text(&ns, "mem")
+            .await?
+            .iter()
+            .any(|(reason, _)| reason == "SecretConflict")
+    );
+    ops.stop().await;
+    ns.cleanup().await
+}

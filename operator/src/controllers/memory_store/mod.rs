@@ -171,6 +171,29 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             ));
         }
     };
+    // Refuse before anything is applied when `<store>-app` belongs to someone else.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let app_name = children::app_secret_name(name);
+    let owner = store
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let existing = secrets.get_metadata_opt(&app_name).await?;
+    if let Err(c) = apply::check_controlled(
+        "Secret",
+        &app_name,
+        ns,
+        existing.as_ref().map(|m| &m.metadata),
+        &owner,
+    ) {
+        return Ok((
+            Finding::NotConnected {
+                reason: "SecretConflict".into(),
+                message: c.to_string(),
+            },
+            None,
+            None,
+        ));
+    }
     let conn = match provision(store, ns, name, ctx).boxed().await? {
         Ok(c) => c,
         Err(p) => {
@@ -184,7 +207,6 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             ));
         }
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     apply::apply(
         &secrets,
         apply::manager::MEMORY_STORE,
@@ -194,7 +216,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     let endpoint = Endpoint {
         host: conn.host.clone(),
         port: conn.port,
-        secret_name: children::app_secret_name(name),
+        secret_name: app_name,
     };
     let shown = conn.display();
     let pool = match state.pools.get(ns, name, &conn) {
