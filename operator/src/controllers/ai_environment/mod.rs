@@ -733,11 +733,19 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                         .unwrap_or("")
                 ),
             ),
-            Transition::SwitchedBack { from } => (
+            Transition::SwitchedBack { from, early: false } => (
                 EventType::Normal,
                 "SwitchedBack",
                 format!(
                     "switched back from fallback {from:?} to LlmProfile {active:?}: it has been Ready for llm.switchBackAfterSeconds={}",
+                    spec.llm.switch_back_after_seconds
+                ),
+            ),
+            Transition::SwitchedBack { from, early: true } => (
+                EventType::Normal,
+                "SwitchedBack",
+                format!(
+                    "switched back from fallback {from:?} to LlmProfile {active:?} before llm.switchBackAfterSeconds={}: the fallback failed and the primary is Ready",
                     spec.llm.switch_back_after_seconds
                 ),
             ),
