@@ -15,6 +15,9 @@ struct Case {
     #[serde(default)]
     tier: Option<String>,
     spec: serde_json::Value,
+    /// Set for updates: the spec the object had before.
+    #[serde(default, rename = "oldSpec")]
+    old_spec: Option<serde_json::Value>,
 }
 
 const CASES: &str = include_str!("../../tests/fixtures/cel-cases.yaml");
@@ -43,13 +46,16 @@ fn every_case_is_admitted_or_rejected_with_its_message() {
     let mut failures = Vec::new();
     let mut checked = 0;
     for case in cases.iter().filter(|c| c.tier.as_deref() != Some("server")) {
-        let object = serde_json::json!({
-            "apiVersion": "aienv.orchestr8.io/v1alpha1",
-            "kind": case.kind,
-            "metadata": {"name": case.name, "namespace": "default"},
-            "spec": case.spec,
-        });
-        let result = validator.validate(&schema_for(&case.kind), &object, None);
+        let object = |spec: &serde_json::Value| {
+            serde_json::json!({
+                "apiVersion": "aienv.orchestr8.io/v1alpha1",
+                "kind": case.kind,
+                "metadata": {"name": case.name, "namespace": "default"},
+                "spec": spec,
+            })
+        };
+        let old = case.old_spec.as_ref().map(object);
+        let result = validator.validate(&schema_for(&case.kind), &object(&case.spec), old.as_ref());
         checked += 1;
         match (&case.error, result) {
             (None, Ok(())) => {}

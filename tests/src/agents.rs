@@ -60,12 +60,29 @@ pub async fn apply_env(ns: &TestNamespace, name: &str, spec: serde_json::Value) 
     Ok(())
 }
 
-/// Create or update a Secret holding one key.
+/// Create or update a Secret holding one API key, labelled so profiles may read it.
 pub async fn put_key(ns: &TestNamespace, name: &str, key: &str, value: &str) -> Result<()> {
+    put_secret(ns, name, key, value, true).await
+}
+
+/// Create or update a Secret holding one key; `llm_key` adds the opt-in label for LlmProfiles.
+pub async fn put_secret(
+    ns: &TestNamespace,
+    name: &str,
+    key: &str,
+    value: &str,
+    llm_key: bool,
+) -> Result<()> {
+    let labels = match llm_key {
+        true => {
+            serde_json::json!({aienv::controllers::llm_profile::validate::LLM_KEY_LABEL: "true"})
+        }
+        false => serde_json::json!({}),
+    };
     apply_json(
         &ns.api::<Secret>(),
         serde_json::json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels},
             "stringData": {key: value},
         }),
     )

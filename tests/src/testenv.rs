@@ -10,7 +10,7 @@
 //! ```
 //!
 //! which skips the test when the environment is not running (or panics when
-//! `AIENV_REQUIRE_SERVICES=1`, as CI sets). Every helper hands out uniquely named
+//! `AIENV_REQUIRE_SERVICES=1` or `CI` is set). Every helper hands out uniquely named
 //! resources (namespace, database, bucket) so tests can run in parallel.
 
 use std::collections::HashMap;
@@ -294,9 +294,11 @@ impl TestEnv {
 }
 
 /// Returns the running test environment, or `None` (after a note on stderr) when
-/// there is none; panics instead when `AIENV_REQUIRE_SERVICES=1`.
+/// there is none; panics instead when `AIENV_REQUIRE_SERVICES=1` or `CI` is set (a CI run that
+/// skipped every test would pass without testing anything).
 pub fn require_env() -> Option<TestEnv> {
-    let required = std::env::var("AIENV_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true");
+    let required = std::env::var("AIENV_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+        || std::env::var_os("CI").is_some_and(|v| !v.is_empty());
     let why = match TestEnv::load() {
         Some(env) if env.is_reachable() => return Some(env),
         Some(env) => format!(
@@ -307,7 +309,7 @@ pub fn require_env() -> Option<TestEnv> {
     };
     if required {
         panic!(
-            "AIENV_REQUIRE_SERVICES=1 but the test environment is not running: {why}; run `scripts/testenv up`"
+            "AIENV_REQUIRE_SERVICES=1 or CI is set, but the test environment is not running: {why}; run `scripts/testenv up`"
         );
     }
     eprintln!("skipping: test environment not running ({why}); run `scripts/testenv up`");

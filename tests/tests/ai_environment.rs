@@ -11,8 +11,8 @@ use aienv::{
 use aienv_tests::{
     agents::{
         WAIT, apply_env, apply_profile, create_deployment, create_statefulset, deployment_hash,
-        env_condition, events_text, expect_replicasets, put_key, replicasets_of, statefulset_hash,
-        wait_env,
+        env_condition, events_text, expect_replicasets, put_key, put_secret, replicasets_of,
+        statefulset_hash, wait_env,
     },
     operator::{self, Which, install_crds},
     testenv::{TestNamespace, require_env, wait_for},
@@ -310,6 +310,17 @@ async fn bad_input_is_a_condition_and_an_event_and_nothing_rolls() -> anyhow::Re
     let (_, _, msg) = env_condition(&e, "SecretRendered").unwrap();
     assert!(msg.contains("claude-key"), "{msg}");
 
+    // The key Secret exists but did not opt in: its key is not copied into dev-llm.
+    put_secret(&ns, "claude-key", "apiKey", KEY1, false).await?;
+    let e = wait_env(&ns, "dev", "SecretRendered", "False", "SecretNotAllowed").await?;
+    let (_, _, msg) = env_condition(&e, "SecretRendered").unwrap();
+    assert!(
+        msg.contains("kubectl label secret claude-key")
+            && msg.contains("aienv.orchestr8.io/llm-key=true"),
+        "{msg}"
+    );
+    assert!(ns.api::<Secret>().get_opt("dev-llm").await?.is_none());
+
     // A fallback that does not exist (the key Secret arrives meanwhile: still nothing rolls).
     let mut spec = env_spec("claude", 0);
     spec["llm"]["fallbacks"] = serde_json::json!(["ghost"]);
@@ -344,6 +355,7 @@ async fn bad_input_is_a_condition_and_an_event_and_nothing_rolls() -> anyhow::Re
     for reason in [
         "ProfileNotFound",
         "SecretNotFound",
+        "SecretNotAllowed",
         "FallbackNotFound",
         "NoWorkloadsSelected",
     ] {
@@ -489,6 +501,52 @@ async fn statefulsets_are_rolled_like_deployments() -> anyhow::Result<()> {
         Some(3),
         "created, then one write per change"
     );
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_users_secret_named_like_the_rendered_one_is_never_taken_over() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("aienv-conflict").await? else {
+        return Ok(());
+    };
+    create_deployment(&ns, "agent-a", &[("app", "agent")], 1).await?;
+    put_key(&ns, "claude", "apiKey", KEY1).await?;
+    apply_profile(&ns, "claude", profile_spec("m", "claude")).await?;
+    // The user's own Secret, named like the environment's.
+    put_secret(&ns, "dev-llm", "password", "users-own-value", false).await?;
+    apply_env(&ns, "dev", env_spec("claude", 0)).await?;
+    let e = wait_env(&ns, "dev", "SecretRendered", "False", "SecretConflict").await?;
+    let (_, _, msg) = env_condition(&e, "SecretRendered").unwrap();
+    assert!(
+        msg.contains("Secret \"dev-llm\" already exists")
+            && msg.contains("kubectl delete secret dev-llm"),
+        "{msg}"
+    );
+    wait_env(&ns, "dev", "Ready", "False", "SecretConflict").await?;
+    wait_env(&ns, "dev", "RolledOut", "False", "Blocked").await?;
+    let s = ns.api::<Secret>().get("dev-llm").await?;
+    assert!(s.metadata.owner_references.is_none(), "not adopted");
+    let data = s.data.unwrap_or_default();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["password"]);
+    assert_eq!(deployment_hash(&ns, "agent-a").await?, None);
+    assert!(events_text(&ns).await?.contains("SecretConflict"));
+
+    // Deleting the environment leaves the user's Secret alone.
+    ns.api::<AiEnvironment>()
+        .delete("dev", &DeleteParams::default())
+        .await?;
+    wait_for(WAIT, "dev deleted", || async {
+        Ok(ns
+            .api::<AiEnvironment>()
+            .get_opt("dev")
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(SETTLE).await;
+    assert!(ns.api::<Secret>().get_opt("dev-llm").await?.is_some());
     ctrl.stop().await;
     ns.cleanup().await
 }

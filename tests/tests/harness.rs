@@ -480,3 +480,31 @@ async fn gcs_emulator_round_trip() -> Result<()> {
     assert_eq!(names, ["hello.txt"]);
     Ok(())
 }
+
+/// Run by `ci_without_an_environment_fails_instead_of_skipping` in a child process only.
+#[test]
+#[ignore = "helper: run in a child process with CI set and no environment"]
+fn require_env_probe() {
+    let _ = testenv::require_env();
+}
+
+#[test]
+fn ci_without_an_environment_fails_instead_of_skipping() -> Result<()> {
+    let run = |ci: Option<&str>| -> Result<bool> {
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.args(["--exact", "require_env_probe", "--ignored", "--nocapture"])
+            .env("AIENV_TESTENV_ENV", "/nonexistent/aienv-testenv/env")
+            .env_remove("AIENV_REQUIRE_SERVICES")
+            .env_remove("CI");
+        if let Some(v) = ci {
+            cmd.env("CI", v);
+        }
+        Ok(cmd.output()?.status.success())
+    };
+    assert!(run(None)?, "without CI a missing environment skips");
+    assert!(
+        !run(Some("true"))?,
+        "with CI set a missing environment fails"
+    );
+    Ok(())
+}

@@ -52,8 +52,7 @@ fn dockerfile_and_debootstrap_recipe_agree() {
     let suite = shell_var(&script, "SUITE");
     let runtime_base = dockerfile
         .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .next_back()
+        .rfind(|l| l.starts_with("FROM "))
         .unwrap();
     assert_eq!(runtime_base, format!("FROM debian:{suite}-slim"));
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use aienv::{api::llm_profile::LlmProfile, controllers::llm_profile::CONTROLLER};
 use aienv_tests::{
-    agents::{apply_profile, events_text, put_key},
+    agents::{apply_profile, events_text, put_key, put_secret},
     conditions::{self, condition},
     llm_server::FakeLlm,
     operator::{self, Which, install_crds},
@@ -65,7 +65,23 @@ async fn missing_secret_then_missing_key_then_resolved() -> anyhow::Result<()> {
         p.metadata.generation
     );
 
-    // The Secret appears, but with the wrong key: the Secret watch re-reconciles the profile.
+    assert!(msg.contains("aienv.orchestr8.io/llm-key=true"), "{msg}");
+
+    // The Secret appears without the opt-in label: nothing is read from it, not even its key names.
+    put_secret(&ns, "anthropic", "token", "sk-ant-never-shown", false).await?;
+    let p = wait_condition(&api, "claude", "Ready", "False", "SecretNotAllowed").await?;
+    let (_, _, msg) = condition(&p, "Ready").unwrap();
+    let label_cmd = format!(
+        "kubectl label secret anthropic -n {} aienv.orchestr8.io/llm-key=true",
+        ns.name()
+    );
+    assert!(msg.contains(&label_cmd), "{msg}");
+    assert!(
+        !msg.contains("token"),
+        "names a key of a Secret that did not opt in: {msg}"
+    );
+
+    // Labelled, but with the wrong key: the Secret watch re-reconciles the profile.
     put_key(&ns, "anthropic", "token", "sk-ant-never-shown").await?;
     let p = wait_condition(&api, "claude", "Ready", "False", "SecretKeyNotFound").await?;
     let (_, _, msg) = condition(&p, "Ready").unwrap();

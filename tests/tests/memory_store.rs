@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use aienv::{
-    api::memory_store::MemoryStore,
+    api::memory_store::{MemoryStore, StoreMode},
     controllers::memory_store::{CONTROLLER, FINALIZER},
     memory::{Memories, MemoryType, NewMemory},
 };
@@ -648,46 +648,98 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
 }
 
 #[tokio::test]
-async fn switching_mode_removes_the_old_children() -> anyhow::Result<()> {
+async fn changing_the_mode_is_rejected_and_the_database_stays() -> anyhow::Result<()> {
     let Some(env) = require_env() else {
         return Ok(());
     };
     let client = env.kube_client().await?;
     install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-switch").await?;
+    let ns = env.test_namespace(&client, "memstore-mode").await?;
     let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
     let api: Api<MemoryStore> = ns.api();
     apply_store(&api, "mem", serde_json::json!({"mode": "managed"})).await?;
     wait_condition(&api, "mem", "DatabaseReady", "False", "WaitingForDatabase").await?;
-    assert!(ns.api::<StatefulSet>().get_opt("mem").await?.is_some());
+    let sts_uid = ns.api::<StatefulSet>().get("mem").await?.metadata.uid;
 
-    apply_store(
+    let err = apply_store(
         &api,
         "mem",
         serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "pg", "key": "uri"}}}),
     )
-    .await?;
-    wait_condition(
-        &api,
-        "mem",
-        "DatabaseReady",
-        "False",
-        "ConnectionSecretMissing",
-    )
-    .await?;
-    wait_for(WAIT, "managed children gone", || async {
-        let sts = ns.api::<StatefulSet>().get_opt("mem").await?;
-        let svc = ns.api::<Service>().get_opt("mem").await?;
-        let np = ns.api::<NetworkPolicy>().get_opt("mem-db").await?;
-        Ok((sts.is_none() && svc.is_none() && np.is_none()).then_some(()))
-    })
-    .await?;
+    .await
+    .expect_err("a mode change must be rejected");
+    let status = match err.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(s)) => s.clone(),
+        _ => panic!("expected an API error, got {err:#}"),
+    };
+    assert_eq!(status.code, 422, "{}", status.message);
+    assert!(
+        status.message.contains("spec.mode cannot be changed")
+            && status
+                .message
+                .contains("create a new MemoryStore with the new mode, restore"),
+        "{}",
+        status.message
+    );
+
+    // A later reconcile still finds the managed database where it was.
+    touch(&api, "mem", "after-rejected-mode-change").await?;
+    wait_condition(&api, "mem", "DatabaseReady", "False", "WaitingForDatabase").await?;
+    assert_eq!(api.get("mem").await?.spec.mode, StoreMode::Managed);
+    assert_eq!(
+        ns.api::<StatefulSet>().get("mem").await?.metadata.uid,
+        sts_uid,
+        "the StatefulSet (and so its PVC) is the same object"
+    );
+    for svc in ["mem", "mem-hl"] {
+        assert!(ns.api::<Service>().get_opt(svc).await?.is_some(), "{svc}");
+    }
+    assert!(ns.api::<NetworkPolicy>().get_opt("mem-db").await?.is_some());
     assert!(
         ns.api::<Secret>()
             .get_opt("mem-credentials")
             .await?
-            .is_some(),
-        "the generated credentials are kept"
+            .is_some()
+    );
+    ops.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
+async fn a_users_app_secret_is_never_taken_over() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-conflict").await?;
+    put_secret(&ns, "mem-app", &[("uri", "postgres://someone:else@db/app")]).await?;
+    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
+    let api: Api<MemoryStore> = ns.api();
+    apply_store(&api, "mem", serde_json::json!({"mode": "managed"})).await?;
+    let s = wait_condition(&api, "mem", "Ready", "False", "SecretConflict").await?;
+    let msg = condition(&s, "Ready").unwrap().2;
+    assert!(
+        msg.contains("Secret \"mem-app\" already exists")
+            && msg.contains("kubectl delete secret mem-app"),
+        "{msg}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let secret = ns.api::<Secret>().get("mem-app").await?;
+    assert!(secret.metadata.owner_references.is_none(), "not adopted");
+    assert_eq!(
+        secret.data.unwrap_or_default().keys().collect::<Vec<_>>(),
+        ["uri"]
+    );
+    assert!(
+        ns.api::<StatefulSet>().get_opt("mem").await?.is_none(),
+        "nothing applied"
+    );
+    assert!(
+        events_text(&ns, "mem")
+            .await?
+            .iter()
+            .any(|(reason, _)| reason == "SecretConflict")
     );
     ops.stop().await;
     ns.cleanup().await

@@ -89,7 +89,8 @@ async fn operator_binary_serves_health_metrics_leads_reconciles_and_stops_on_sig
         .create(
             &PostParams::default(),
             &serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "key"}, "stringData": {"k": "sk-process-test"}
+                "metadata": {"name": "key", "labels": {"aienv.orchestr8.io/llm-key": "true"}},
+                "stringData": {"k": "sk-process-test"}
             }))?,
         )
         .await?;

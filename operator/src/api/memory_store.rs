@@ -63,6 +63,7 @@ pub const MAX_INDEXED_DIMENSIONS: u32 = 2000;
     .message("spec.cloudnativepg is required with mode: cloudnativepg and not allowed with any other mode"))]
 #[x_kube(validation = Rule::new("self.mode == 'managed' || !has(self.managed)")
     .message("spec.managed is only allowed with mode: managed"))]
+#[x_kube(validation = Rule::new(MODE_IMMUTABLE_RULE).message(MODE_IMMUTABLE_MESSAGE).field_path(".mode"))]
 #[x_kube(validation = Rule::new("self.embedding.dimensions <= 2000")
     .message("embedding.dimensions is above 2000: pgvector's hnsw and ivfflat indexes support at most 2000 dimensions for the vector type; choose an embedding model (or a dimensions setting of it) with at most 2000")
     .field_path(".embedding.dimensions"))]
@@ -70,6 +71,7 @@ pub const MAX_INDEXED_DIMENSIONS: u32 = 2000;
 pub struct MemoryStoreSpec {
     /// managed: a single PostgreSQL StatefulSet run by the operator (the embedded default);
     /// external: an existing PostgreSQL; cloudnativepg: a CloudNativePG Cluster for HA.
+    /// Immutable: migrate by backup, new store, restore.
     #[serde(default)]
     pub mode: StoreMode,
     /// Settings for mode: managed.
@@ -95,6 +97,11 @@ pub struct MemoryStoreSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
+
+/// Transition rule: the database of one mode is never exchanged for another's in place.
+pub const MODE_IMMUTABLE_RULE: &str = "self.mode == oldSelf.mode";
+/// What the user reads when a mode change is rejected.
+pub const MODE_IMMUTABLE_MESSAGE: &str = "spec.mode cannot be changed: the store's data lives in the current mode's database. To move it, back this store up (pg_dump or a BackupSchedule), create a new MemoryStore with the new mode, restore the backup into it (aienv restore), then point the AiEnvironments' memory.storeRef at the new store";
 
 /// Where the database comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

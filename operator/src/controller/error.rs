@@ -9,9 +9,6 @@ pub enum Error {
     /// The Kubernetes API refused or failed a request.
     #[error("Kubernetes API error: {0}")]
     Kube(#[source] kube::Error),
-    /// The object itself is wrong: waiting for the user to change it.
-    #[error("invalid spec: {0}")]
-    InvalidSpec(String),
     /// The object could not be decoded (schema drift or a hand-edited object).
     #[error("object cannot be decoded: {0}")]
     Undecodable(String),
@@ -33,7 +30,6 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "KubeError",
-            Error::InvalidSpec(_) => "InvalidSpec",
             Error::Undecodable(_) => "Undecodable",
             Error::Serialization(_) => "SerializationFailed",
             Error::MissingField(_) => "MissingField",
@@ -79,7 +75,6 @@ mod tests {
 
     #[test]
     fn only_api_errors_are_transient() {
-        assert!(!Error::InvalidSpec("x".into()).is_transient());
         assert!(!Error::Undecodable("x".into()).is_transient());
     }
 }

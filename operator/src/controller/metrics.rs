@@ -34,6 +34,7 @@ pub struct Metrics {
     duration: Family<ControllerLabel, Histogram>,
     status_writes: Family<ControllerLabel, Counter>,
     child_writes: Family<ControllerLabel, Counter>,
+    watch_errors: Family<FailureLabels, Counter>,
 }
 
 impl Metrics {
@@ -45,6 +46,7 @@ impl Metrics {
             duration: Family::new_with_constructor(duration_histogram),
             status_writes: Family::default(),
             child_writes: Family::default(),
+            watch_errors: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("aienv_controller");
         sub.register(
@@ -71,6 +73,11 @@ impl Metrics {
             "child_writes",
             "Writes to objects other than the reconciled one (children, rolled workloads)",
             m.child_writes.clone(),
+        );
+        sub.register(
+            "watch_errors",
+            "Failed lists and watches of the objects a controller watches, by error label (Forbidden: missing RBAC; NotFound: missing CRD)",
+            m.watch_errors.clone(),
         );
         m
     }
@@ -99,6 +106,19 @@ impl Metrics {
         self.status_writes
             .get_or_create(&ControllerLabel { controller })
             .inc();
+    }
+
+    pub fn watch_error(&self, controller: &'static str, error: &'static str) {
+        self.watch_errors
+            .get_or_create(&FailureLabels { controller, error })
+            .inc();
+    }
+
+    /// Watch errors with this label so far (tests read this).
+    pub fn watch_errors(&self, controller: &'static str, error: &'static str) -> u64 {
+        self.watch_errors
+            .get_or_create(&FailureLabels { controller, error })
+            .get()
     }
 
     /// Count `n` writes to other objects (children applied, workloads patched).

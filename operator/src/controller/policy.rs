@@ -3,17 +3,25 @@
 //! Transient errors are retried with capped exponential backoff per object; the count resets on the
 //! next successful reconcile. Invalid or undecodable objects wait for a change instead of looping.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{
     Resource, ResourceExt,
     core::DeserializeGuard,
-    runtime::{controller::Action, events::EventType},
+    runtime::{
+        controller::{self as runtime_controller, Action},
+        events::EventType,
+        watcher,
+    },
 };
 use tracing::warn;
 
-use super::{Context, Error};
+use super::{Context, Error, metrics::Metrics};
 
 /// Consecutive failures per object (namespace, name).
 #[derive(Default)]
@@ -65,20 +73,77 @@ pub fn on_error<K: Resource>(
 }
 
 /// Run a controller's result stream to its end. Reconcile failures are already counted and logged
-/// by [`on_error`]; what reaches here is only logged at debug.
-pub async fn drain<S, T, E>(results: S, controller: &'static str)
+/// by [`on_error`]. Watch errors (a 403 from missing RBAC, a 404 for a missing CRD) mean the
+/// controller stops seeing changes of that kind: they are counted and warned about, at most once a
+/// minute per kind of error so a failing watch's retries do not flood the log.
+pub async fn drain<S, T, RE>(results: S, controller: &'static str, metrics: &Metrics)
 where
-    S: futures::Stream<Item = Result<T, E>>,
-    E: std::fmt::Display,
+    S: futures::Stream<Item = Result<T, runtime_controller::Error<RE, watcher::Error>>>,
+    RE: std::error::Error + 'static,
 {
     use futures::StreamExt;
-    results
-        .for_each(|res| async move {
-            if let Err(e) = res {
-                tracing::debug!(controller, error = %e, "reconcile loop");
+    let mut results = std::pin::pin!(results);
+    let mut limiter = WarnLimiter::default();
+    while let Some(res) = results.next().await {
+        match res {
+            Ok(_) | Err(runtime_controller::Error::ReconcilerFailed(..)) => {}
+            Err(runtime_controller::Error::QueueError(e)) => {
+                let label = watch_error_label(&e);
+                metrics.watch_error(controller, label);
+                if let Some(suppressed) = limiter.admit(label, Instant::now()) {
+                    warn!(controller, error = %e, kind = label, suppressed, "watch failed: changes of this kind are not seen until it recovers");
+                }
             }
-        })
-        .await;
+            Err(e) => tracing::debug!(controller, error = %e, "reconcile loop"),
+        }
+    }
+}
+
+/// Short, stable label of a watch error for the metric and the log.
+pub fn watch_error_label(e: &watcher::Error) -> &'static str {
+    let code = match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => match k {
+            kube::Error::Api(s) => Some(s.code),
+            _ => return "Transport",
+        },
+        watcher::Error::WatchError(s) => Some(s.code),
+        watcher::Error::NoResourceVersion => return "NoResourceVersion",
+    };
+    match code {
+        Some(401) => "Unauthorized",
+        Some(403) => "Forbidden",
+        Some(404) => "NotFound",
+        Some(410) => "Expired",
+        _ => "ApiError",
+    }
+}
+
+/// Lets one warning per label through per [`WarnLimiter::EVERY`], counting the ones held back.
+#[derive(Default)]
+pub struct WarnLimiter(HashMap<&'static str, (Instant, u64)>);
+
+impl WarnLimiter {
+    pub const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(suppressed since the last warning)` when a warning may be logged now.
+    pub fn admit(&mut self, label: &'static str, now: Instant) -> Option<u64> {
+        match self.0.get_mut(label) {
+            Some((last, held)) if now.duration_since(*last) < Self::EVERY => {
+                *held += 1;
+                None
+            }
+            Some((last, held)) => {
+                *last = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.0.insert(label, (now, 0));
+                Some(0)
+            }
+        }
+    }
 }
 
 /// Publish an Event when the Ready condition's status or reason changed between two condition
@@ -127,5 +192,33 @@ mod tests {
         cm.metadata.name = Some("cm".into());
         b.succeeded(&cm);
         assert_eq!(b.failed(key), 1, "a success resets the backoff");
+    }
+
+    #[test]
+    fn watch_errors_are_labelled_by_status() {
+        let api = |code| {
+            watcher::Error::InitialListFailed(kube::Error::Api(Box::new(
+                kube::core::Status::failure("no", "Forbidden").with_code(code),
+            )))
+        };
+        assert_eq!(watch_error_label(&api(403)), "Forbidden");
+        assert_eq!(watch_error_label(&api(404)), "NotFound");
+        assert_eq!(watch_error_label(&api(500)), "ApiError");
+        assert_eq!(
+            watch_error_label(&watcher::Error::NoResourceVersion),
+            "NoResourceVersion"
+        );
+    }
+
+    #[test]
+    fn warnings_are_limited_per_label_and_count_what_was_held_back() {
+        let mut l = WarnLimiter::default();
+        let t0 = Instant::now();
+        assert_eq!(l.admit("Forbidden", t0), Some(0));
+        assert_eq!(l.admit("Forbidden", t0 + Duration::from_secs(1)), None);
+        assert_eq!(l.admit("Forbidden", t0 + Duration::from_secs(2)), None);
+        assert_eq!(l.admit("NotFound", t0 + Duration::from_secs(2)), Some(0));
+        assert_eq!(l.admit("Forbidden", t0 + WarnLimiter::EVERY), Some(2));
+        assert_eq!(l.admit("Forbidden", t0 + WarnLimiter::EVERY), None);
     }
 }

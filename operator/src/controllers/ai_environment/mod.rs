@@ -104,6 +104,7 @@ impl State {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let metrics = ctx.metrics.clone();
     let cfg = || watcher::Config::default().any_semantic();
     let controller = Controller::new(ctx.watched::<Guarded>(), cfg());
     let store = controller.store();
@@ -147,6 +148,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,
+        &metrics,
     )
     .await;
 }
@@ -307,7 +309,8 @@ async fn api_key(
     let pname = profile.name_any();
     let found = secrets.get_opt(&r.name).await?;
     Ok(
-        match validate::secret_value(r, found.as_ref(), ns, "the API key") {
+        // The same opt-in as the profile's: a key is never copied from a Secret that did not.
+        match validate::api_key_value(r, found.as_ref(), ns) {
             Ok(v) => String::from_utf8(v).map(Some).map_err(|_| Problem {
                 reason: "SecretKeyInvalid",
                 message: format!(
@@ -327,19 +330,25 @@ fn sha256_json<T: serde::Serialize>(v: &T) -> Result<String> {
     Ok(hex::encode(Sha256::digest(serde_json::to_vec(v)?)))
 }
 
-/// Apply the rendered Secret unless it already holds exactly this. Returns whether it wrote.
+/// Apply the rendered Secret unless it already holds exactly this. Returns whether it wrote, or
+/// the conflict when a Secret of that name exists that this environment does not control.
 async fn apply_secret(
     secrets: &Api<Secret>,
+    ns: &str,
     name: &str,
     owner: &OwnerReference,
     rendered: &render::Rendered,
-) -> Result<bool> {
+) -> Result<Result<bool, apply::Conflict>> {
     let data: BTreeMap<String, ByteString> = rendered
         .data
         .iter()
         .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
         .collect();
     if let Some(existing) = secrets.get_opt(name).await? {
+        if let Err(c) = apply::check_controlled("Secret", name, ns, Some(&existing.metadata), owner)
+        {
+            return Ok(Err(c));
+        }
         let same = existing.annotations().get(HASH_ANNOTATION) == Some(&rendered.hash)
             && existing.data.as_ref() == Some(&data)
             && existing
@@ -347,7 +356,7 @@ async fn apply_secret(
                 .iter()
                 .any(|o| o.uid == owner.uid);
         if same {
-            return Ok(false);
+            return Ok(Ok(false));
         }
     }
     let secret = Secret {
@@ -369,7 +378,7 @@ async fn apply_secret(
         ..Default::default()
     };
     apply::apply(secrets, apply::manager::AI_ENVIRONMENT, &secret).await?;
-    Ok(true)
+    Ok(Ok(true))
 }
 
 /// Apply the NetworkPolicies (or delete them when disabled); returns the summary for status.
@@ -533,12 +542,21 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                         key: key.as_deref(),
                         harnesses: &spec.llm.harnesses,
                     });
-                    if apply_secret(&secrets, &secret_name, &owner, &r).await? {
-                        ctx.metrics.child_writes_inc(CONTROLLER, 1);
+                    match apply_secret(&secrets, ns, &secret_name, &owner, &r).await? {
+                        Ok(wrote) => {
+                            if wrote {
+                                ctx.metrics.child_writes_inc(CONTROLLER, 1);
+                            }
+                            let h = r.hash.clone();
+                            rendered = Some(r);
+                            Some(Ok(h))
+                        }
+                        // Nothing applied and nothing rolled; Ready (and its Event) says why.
+                        Err(c) => Some(Err(Problem {
+                            reason: "SecretConflict",
+                            message: c.to_string(),
+                        })),
                     }
-                    let h = r.hash.clone();
-                    rendered = Some(r);
-                    Some(Ok(h))
                 }
                 Err(p) => Some(Err(p)),
             }
@@ -715,11 +733,19 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                         .unwrap_or("")
                 ),
             ),
-            Transition::SwitchedBack { from } => (
+            Transition::SwitchedBack { from, early: false } => (
                 EventType::Normal,
                 "SwitchedBack",
                 format!(
                     "switched back from fallback {from:?} to LlmProfile {active:?}: it has been Ready for llm.switchBackAfterSeconds={}",
+                    spec.llm.switch_back_after_seconds
+                ),
+            ),
+            Transition::SwitchedBack { from, early: true } => (
+                EventType::Normal,
+                "SwitchedBack",
+                format!(
+                    "switched back from fallback {from:?} to LlmProfile {active:?} before llm.switchBackAfterSeconds={}: the fallback failed and the primary is Ready",
                     spec.llm.switch_back_after_seconds
                 ),
             ),

@@ -39,8 +39,15 @@ pub struct Selection {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transition {
-    FailedOver { from: String, to: String },
-    SwitchedBack { from: String },
+    FailedOver {
+        from: String,
+        to: String,
+    },
+    /// `early`: before the hold ended, because the fallback failed.
+    SwitchedBack {
+        from: String,
+        early: bool,
+    },
 }
 
 /// The probe of `conds` reports the endpoint unreachable or the key refused.
@@ -139,6 +146,16 @@ pub fn select(
     };
 
     // On a fallback: switch back once the primary has been Ready long enough.
+    let switch_back = |early| Selection {
+        active: primary.into(),
+        failed_over: None,
+        active_failing: None,
+        switch_back_in: None,
+        transition: Some(Transition::SwitchedBack {
+            from: cur.into(),
+            early,
+        }),
+    };
     let hold = Duration::from_secs(llm.switch_back_after_seconds.into());
     let mut switch_back_in = None;
     if primary_failing.is_none()
@@ -146,13 +163,7 @@ pub fn select(
     {
         let healthy_for: Duration = now.duration_since(since).try_into().unwrap_or_default();
         if healthy_for >= hold {
-            return Ok(Selection {
-                active: primary.into(),
-                failed_over: None,
-                active_failing: None,
-                switch_back_in: None,
-                transition: Some(Transition::SwitchedBack { from: cur.into() }),
-            });
+            return Ok(switch_back(false));
         }
         switch_back_in = Some(hold - healthy_for);
     }
@@ -163,8 +174,12 @@ pub fn select(
             llm.switch_back_after_seconds
         ),
     });
-    // The fallback in use may fail too: move to the next healthy one, else stay.
+    // The fallback in use may fail too: back to the primary at once when it is Ready (the hold
+    // only guards against leaving a working fallback), else the next healthy fallback, else stay.
     if let Some(cur_failing) = failing(cur, &profiles[cur]) {
+        if switch_back_in.is_some() {
+            return Ok(switch_back(true));
+        }
         return Ok(match healthy_fallback(Some(cur)) {
             Some(f) => Selection {
                 transition: Some(Transition::FailedOver {
@@ -298,14 +313,27 @@ mod tests {
     }
 
     #[test]
-    fn failing_fallback_moves_to_the_next() {
-        let m = BTreeMap::from([
+    fn failing_fallback_moves_to_the_next_or_back_to_a_ready_primary() {
+        let mut m = BTreeMap::from([
             ("p".to_string(), unreachable(10)),
             ("f1".to_string(), unreachable(30)),
             ("f2".to_string(), healthy(0)),
         ]);
         let s = select(&binding(), Some("f1"), &m, t(40)).unwrap();
         assert_eq!(s.active, "f2");
+
+        // The primary is Ready again since 35, inside its 60s hold, when f1 fails: back at once.
+        m.insert("p".to_string(), healthy(35));
+        let s = select(&binding(), Some("f1"), &m, t(40)).unwrap();
+        assert_eq!(s.active, "p");
+        assert_eq!(
+            s.transition,
+            Some(Transition::SwitchedBack {
+                from: "f1".into(),
+                early: true
+            })
+        );
+        assert!(s.failed_over.is_none() && s.switch_back_in.is_none());
     }
 
     #[test]

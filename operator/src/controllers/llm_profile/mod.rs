@@ -60,6 +60,7 @@ pub struct State {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let metrics = ctx.metrics.clone();
     let profiles = ctx.watched::<Guarded>();
     let secrets = ctx.watched::<PartialObjectMeta<Secret>>();
     let controller = Controller::new(profiles, watcher::Config::default().any_semantic());
@@ -79,6 +80,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,
+        &metrics,
     )
     .await;
 }
@@ -142,12 +144,7 @@ async fn observe(
         return Ok((Some(Finding::Rejected(p)), None));
     }
     let key = match spec.auth.as_ref().and_then(|a| a.secret_ref.as_ref()) {
-        Some(r) => match validate::secret_value(
-            r,
-            secrets.get_opt(&r.name).await?.as_ref(),
-            ns,
-            "the API key",
-        ) {
+        Some(r) => match validate::api_key_value(r, secrets.get_opt(&r.name).await?.as_ref(), ns) {
             Ok(v) => Some(v),
             Err(p) => return Ok((Some(Finding::Rejected(p)), None)),
         },

@@ -60,8 +60,50 @@ fn is_env_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Label a Secret must carry (value `"true"`) before a profile may read an API key from it: without
+/// it, any profile author could have any Secret of the namespace sent to any URL.
+pub const LLM_KEY_LABEL: &str = "aienv.orchestr8.io/llm-key";
+
+/// Whether the Secret opted in to being read as an LLM API key.
+pub fn allows_llm_key(secret: &Secret) -> bool {
+    secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LLM_KEY_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
+/// The API key at `reference`: only from a Secret that opted in with [`LLM_KEY_LABEL`]. Says
+/// nothing about the content of a Secret that did not.
+pub fn api_key_value(
+    reference: &SecretKeyRef,
+    secret: Option<&Secret>,
+    namespace: &str,
+) -> Result<Vec<u8>, Problem> {
+    if let Some(s) = secret
+        && !allows_llm_key(s)
+    {
+        return Err(Problem::new(
+            "SecretNotAllowed",
+            format!(
+                "Secret {:?} is not labelled for use as an LLM API key: if it is meant for LlmProfiles, run `kubectl label secret {} -n {namespace} {LLM_KEY_LABEL}=true`",
+                reference.name, reference.name
+            ),
+        ));
+    }
+    secret_value(reference, secret, namespace, "the API key").map_err(|p| match p.reason {
+        "SecretNotFound" => Problem::new(
+            p.reason,
+            format!("{}, labelled {LLM_KEY_LABEL}=true", p.message),
+        ),
+        _ => p,
+    })
+}
+
 /// The value at `reference` in `secret` (None when the Secret does not exist).
-/// `what` names the value for the message, e.g. "the API key".
+/// `what` names the value for the message, e.g. "the API key". The Secret's other key names are
+/// listed only when it opted in with [`LLM_KEY_LABEL`].
 pub fn secret_value(
     reference: &SecretKeyRef,
     secret: Option<&Secret>,
@@ -98,14 +140,17 @@ pub fn secret_value(
         )),
         Some(v) => Ok(trim_ascii(v)),
         None => {
-            let keys: Vec<&str> = merged.keys().copied().collect();
+            let keys = if allows_llm_key(secret) {
+                let keys: Vec<&str> = merged.keys().copied().collect();
+                format!(" (its keys: [{}])", keys.join(", "))
+            } else {
+                String::new()
+            };
             Err(Problem::new(
                 "SecretKeyNotFound",
                 format!(
-                    "Secret {:?} has no key {:?} (its keys: [{}]): add the key or fix auth.secretRef.key",
-                    reference.name,
-                    reference.key,
-                    keys.join(", ")
+                    "Secret {:?} has no key {:?}{keys}: add the key or fix the secretRef's key",
+                    reference.name, reference.key,
                 ),
             ))
         }
@@ -122,6 +167,12 @@ mod tests {
     use super::*;
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
+        let mut s = unlabelled(pairs);
+        s.metadata.labels = Some([(LLM_KEY_LABEL.to_string(), "true".to_string())].into());
+        s
+    }
+
+    fn unlabelled(pairs: &[(&str, &str)]) -> Secret {
         Secret {
             data: Some(
                 pairs
@@ -155,6 +206,53 @@ mod tests {
         assert_eq!(p.reason, "SecretKeyNotFound");
         assert!(p.message.contains("token"));
         assert!(!p.message.contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn api_keys_come_only_from_secrets_that_opted_in() {
+        let s = unlabelled(&[("api-key", "sk-abc")]);
+        let p = api_key_value(&key_ref(), Some(&s), "agents").unwrap_err();
+        assert_eq!(p.reason, "SecretNotAllowed");
+        assert!(
+            p.message.contains(
+                "kubectl label secret anthropic -n agents aienv.orchestr8.io/llm-key=true"
+            ),
+            "{}",
+            p.message
+        );
+        assert!(!p.message.contains("sk-abc"));
+        let mut wrong = s.clone();
+        wrong.metadata.labels = Some([(LLM_KEY_LABEL.to_string(), "yes".to_string())].into());
+        assert_eq!(
+            api_key_value(&key_ref(), Some(&wrong), "agents")
+                .unwrap_err()
+                .reason,
+            "SecretNotAllowed"
+        );
+        let ok = secret(&[("api-key", "sk-abc")]);
+        assert_eq!(
+            api_key_value(&key_ref(), Some(&ok), "agents").unwrap(),
+            b"sk-abc"
+        );
+        let missing = api_key_value(&key_ref(), None, "agents").unwrap_err();
+        assert_eq!(missing.reason, "SecretNotFound");
+        assert!(
+            missing.message.contains(LLM_KEY_LABEL),
+            "{}",
+            missing.message
+        );
+    }
+
+    #[test]
+    fn a_secret_that_did_not_opt_in_keeps_its_key_names() {
+        let s = unlabelled(&[("db-password", "x"), ("tls.key", "y")]);
+        let p = secret_value(&key_ref(), Some(&s), "agents", "a PEM CA bundle").unwrap_err();
+        assert_eq!(p.reason, "SecretKeyNotFound");
+        assert!(
+            !p.message.contains("db-password") && !p.message.contains("tls.key"),
+            "{}",
+            p.message
+        );
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub struct ConnProblem {
 }
 
 impl ConnInfo {
+    /// A host as it goes into a URI: IPv6 literals in brackets (`[::1]`), names as they are.
+    fn uri_host(host: &str) -> String {
+        match host.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => format!("[{host}]"),
+            Err(_) => host.to_string(),
+        }
+    }
+
     /// `postgres://user:password@host:port/database?params`, percent-encoded.
     pub fn uri(&self) -> String {
         self.uri_for(&self.host)
@@ -65,7 +73,8 @@ impl ConnInfo {
 
     fn uri_for(&self, host: &str) -> String {
         let mut u = url::Url::parse("postgres://placeholder").expect("static URL");
-        let _ = u.set_host(Some(host));
+        // Without brackets an IPv6 literal is refused and the placeholder host would stay.
+        let _ = u.set_host(Some(&Self::uri_host(host)));
         let _ = u.set_port(Some(self.port));
         let _ = u.set_username(&self.user);
         let _ = u.set_password(Some(&self.password));
@@ -76,7 +85,12 @@ impl ConnInfo {
 
     /// `host:port/database`, safe to show anywhere.
     pub fn display(&self) -> String {
-        format!("{}:{}/{}", self.host, self.port, self.database)
+        format!(
+            "{}:{}/{}",
+            Self::uri_host(&self.host),
+            self.port,
+            self.database
+        )
     }
 
     /// The keys of the `<store>-app` connection Secret.
@@ -254,6 +268,29 @@ mod tests {
         let again = parse_uri(&c.uri(), "x").unwrap();
         assert_eq!(again, c);
         assert_eq!(c.display(), "db.example:6432/mem");
+    }
+
+    #[test]
+    fn ipv6_literal_hosts_keep_their_brackets() {
+        let c = parse_uri("postgres://app:pw@[fd00::5]:6432/mem?sslmode=require", "x").unwrap();
+        assert_eq!(c.host, "fd00::5");
+        assert_eq!(
+            c.uri(),
+            "postgres://app:pw@[fd00::5]:6432/mem?sslmode=require"
+        );
+        assert_eq!(c.display(), "[fd00::5]:6432/mem");
+        assert_eq!(parse_uri(&c.uri(), "x").unwrap(), c);
+        // What the operator's pool connects to (sqlx strips the brackets when it connects).
+        let opts: sqlx::postgres::PgConnectOptions = c.uri().parse().unwrap();
+        assert_eq!(opts.get_host(), "[fd00::5]");
+        let cnpg = from_cnpg_secret(&secret(&[
+            ("host", "::1"),
+            ("dbname", "memory"),
+            ("user", "aienv"),
+            ("password", "pw"),
+        ]))
+        .unwrap();
+        assert_eq!(cnpg.uri(), "postgres://aienv:pw@[::1]:5432/memory");
     }
 
     #[test]

@@ -41,9 +41,7 @@ use crate::{
     },
     conditions,
     controller::{
-        Context, Error, Result, apply,
-        children::delete_unwanted,
-        finalizer, mapping,
+        Context, Error, Result, apply, finalizer, mapping,
         policy::{self, Backoffs},
     },
     memory::{ddl::StoreLayout, error::describe, schema},
@@ -64,6 +62,7 @@ pub struct State {
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let metrics = ctx.metrics.clone();
     let stores = ctx.watched::<Guarded>();
     let cfg = || watcher::Config::default().any_semantic();
     let controller = Controller::new(stores, cfg());
@@ -87,6 +86,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,
+        &metrics,
     )
     .await;
 }
@@ -171,6 +171,29 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             ));
         }
     };
+    // Refuse before anything is applied when `<store>-app` belongs to someone else.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let app_name = children::app_secret_name(name);
+    let owner = store
+        .controller_owner_ref(&())
+        .ok_or(Error::MissingField("metadata.uid"))?;
+    let existing = secrets.get_metadata_opt(&app_name).await?;
+    if let Err(c) = apply::check_controlled(
+        "Secret",
+        &app_name,
+        ns,
+        existing.as_ref().map(|m| &m.metadata),
+        &owner,
+    ) {
+        return Ok((
+            Finding::NotConnected {
+                reason: "SecretConflict".into(),
+                message: c.to_string(),
+            },
+            None,
+            None,
+        ));
+    }
     let conn = match provision(store, ns, name, ctx).boxed().await? {
         Ok(c) => c,
         Err(p) => {
@@ -184,7 +207,6 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             ));
         }
     };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     apply::apply(
         &secrets,
         apply::manager::MEMORY_STORE,
@@ -194,7 +216,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     let endpoint = Endpoint {
         host: conn.host.clone(),
         port: conn.port,
-        secret_name: children::app_secret_name(name),
+        secret_name: app_name,
     };
     let shown = conn.display();
     let pool = match state.pools.get(ns, name, &conn) {
@@ -289,8 +311,6 @@ async fn provision(
 ) -> Result<Result<ConnInfo, ConnProblem>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let m = apply::manager::MEMORY_STORE;
-    let uid = store.metadata.uid.clone().unwrap_or_default();
-    remove_other_modes(store.spec.mode, ns, name, &uid, ctx).await?;
     match store.spec.mode {
         StoreMode::External => {
             let Some(ext) = &store.spec.external else {
@@ -410,38 +430,6 @@ async fn own_credentials_per_policy(
             &kube::api::Patch::Merge(&patch),
         )
         .await?)
-}
-
-/// After a mode change, delete the children of the modes no longer in use. The managed
-/// credentials Secret is kept (a retained PVC's data still needs it), and the `<store>-app`
-/// Secret is rewritten by the new mode.
-async fn remove_other_modes(
-    mode: StoreMode,
-    ns: &str,
-    name: &str,
-    uid: &str,
-    ctx: &Context,
-) -> Result<()> {
-    let selector = format!("{}={name}", children::LABEL_STORE);
-    if mode != StoreMode::Managed {
-        let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&sts, &selector, uid, &[]).await?;
-        let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&services, &selector, uid, &[]).await?;
-        let np: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
-        delete_unwanted(&np, &selector, uid, &[]).await?;
-    }
-    if mode != StoreMode::Cloudnativepg {
-        let clusters: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), ns, &children::cnpg_api_resource());
-        match delete_unwanted(&clusters, &selector, uid, &[]).await {
-            // 404: CloudNativePG is not installed, so there is no Cluster either.
-            Ok(_) => {}
-            Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Fold the finding into the status; write only when something but timestamps changed; publish an
