@@ -316,3 +316,139 @@ async fn retained_store_comes_back_with_its_password_and_a_rotated_password_heal
     ops.stop().await;
     ns.cleanup().await
 }
+
+#[tokio::test]
+async fn agents_of_a_bound_environment_pass_the_store_policy_and_roll_on_a_new_password()
+-> anyhow::Result<()> {
+    use aienv_tests::agents::{apply_env, apply_profile, create_deployment_with_pod, put_key};
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let Some(node) = env.require_node() else {
+        return Ok(());
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, "memstore-bound").await?;
+    let ops = operator::start(
+        &client,
+        ns.name(),
+        &[Which::MemoryStore, Which::AiEnvironment],
+    );
+    let api: Api<MemoryStore> = ns.api();
+    let store = serde_json::json!({
+        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
+        "metadata": {"name": "mem"},
+        "spec": {"mode": "managed", "deletionPolicy": "Delete", "embedding": {"dimensions": 4},
+            "managed": {"image": node.pg_image, "storage": {"size": "1Gi"}}},
+    });
+    api.patch(
+        "mem",
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&store),
+    )
+    .await?;
+    put_key(&ns, "k", "apiKey", "sk-bound-SECRET").await?;
+    apply_profile(
+        &ns,
+        "p",
+        serde_json::json!({"provider": "openai", "baseUrl": "https://llm.example.com/v1", "model": "m",
+            "auth": {"secretRef": {"name": "k", "key": "apiKey"}}}),
+    )
+    .await?;
+    let pod = serde_json::json!({
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "agent", "image": node.pg_image, "imagePullPolicy": "IfNotPresent",
+            "command": ["sleep", "3600"]}],
+    });
+    create_deployment_with_pod(&ns, "agent", &[("app", "agent")], 1, pod).await?;
+    apply_env(
+        &ns,
+        "dev",
+        serde_json::json!({
+            "llm": {"profileRef": "p", "harnesses": ["generic"]},
+            "agents": {"selector": {"matchLabels": {"app": "agent"}}, "rollout": {"minIntervalSeconds": 0}},
+            "memory": {"storeRef": "mem"},
+        }),
+    )
+    .await?;
+    wait_condition(&api, WAIT, "mem", "Ready", "True", "StoreReady").await?;
+    let envs: Api<aienv::api::ai_environment::AiEnvironment> = ns.api();
+    let rolled = |hash: Option<String>| {
+        let envs = envs.clone();
+        async move {
+            wait_for(WAIT, "dev rolled out with memory Ready", || async {
+                let e = envs.get("dev").await?;
+                let h = e.status.as_ref().and_then(|s| s.rendered_hash.clone());
+                let ok = condition(&e, "RolledOut").is_some_and(|c| c.0 == "True")
+                    && condition(&e, "MemoryReady").is_some_and(|c| c.0 == "True")
+                    && h.is_some()
+                    && h != hash;
+                Ok(ok.then_some(h.unwrap()))
+            })
+            .await
+        }
+    };
+    let first = rolled(None).await?;
+    let pods: Api<Pod> = ns.api();
+    let agent_pod = |hash: String| {
+        let pods = pods.clone();
+        async move {
+            wait_for(
+                WAIT,
+                &format!("a Ready agent pod with hash {hash}"),
+                || async {
+                    let list = pods
+                        .list(&ListParams::default().labels("workload=agent"))
+                        .await?;
+                    Ok(list.items.into_iter().find(|p| {
+                        pod_ready(p)
+                            && p.metadata.deletion_timestamp.is_none()
+                            && p.metadata.annotations.as_ref().and_then(|a| {
+                                a.get(aienv::controllers::ai_environment::rollout::HASH_ANNOTATION)
+                            }) == Some(&hash)
+                    }))
+                },
+            )
+            .await
+        }
+    };
+    let agent = agent_pod(first.clone()).await?;
+
+    // The store's NetworkPolicy admits what the environment stamps on its agents.
+    let np = ns
+        .api::<k8s_openapi::api::networking::v1::NetworkPolicy>()
+        .get("mem-db")
+        .await?;
+    let from = np.spec.unwrap().ingress.unwrap()[0].from.clone().unwrap();
+    let labels = agent.metadata.labels.clone().unwrap_or_default();
+    assert!(
+        from.iter().any(|peer| peer.namespace_selector.is_none()
+            && peer
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))),
+        "no ingress peer of mem-db selects the agent pod (labels {labels:?}, peers {from:?})"
+    );
+
+    // A new database password reaches the agents: their config hash changes and they roll.
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .patch(
+            "mem-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"password": "Another-password-7"}})),
+        )
+        .await?;
+    let second = rolled(Some(first.clone())).await?;
+    assert_ne!(first, second);
+    agent_pod(second).await?;
+    assert_eq!(
+        secret_text(&secrets.get("mem-app").await?, "password"),
+        "Another-password-7"
+    );
+
+    ops.stop().await;
+    ns.cleanup().await
+}

@@ -217,6 +217,7 @@ async fn main() -> anyhow::Result<()> {
                     aienv::controllers::ai_environment::rollout::Kind::Deployment,
                     n,
                     &value,
+                    None,
                 );
                 let ann = &mut patch["spec"]["template"]["metadata"]["annotations"];
                 *ann = serde_json::json!({ BASELINE_ANNOTATION: value });

@@ -566,6 +566,19 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
 
     // Memory store and NetworkPolicies.
     let (memory, db_port) = memory::observe(&client, ns, spec.memory.as_ref()).await?;
+    // The agents' memory connection is part of their configuration: a new password (a CNPG
+    // rotation), a new external URI or another store rolls them like a profile change.
+    if let (
+        Some(r),
+        status::MemoryState::Ready {
+            secret_name: Some(conn),
+        },
+    ) = (&mut rendered, &memory)
+        && let Some(secret) = secrets.get_opt(conn).await?
+    {
+        r.hash = render::with_connection(&r.hash, &secret);
+    }
+    let memory_label = spec.memory.as_ref().map(|m| m.store_ref.as_str());
     let np_summary = sync_network_policies(env, ns, &owner, db_port, ctx).await?;
 
     // Workloads and the rollout.
@@ -610,7 +623,7 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                             .map(|i| (ws[*i].kind, ws[*i].name.clone()))
                             .collect();
                         let (patched, res) =
-                            workloads::patch_all(&client, ns, &list, &r.hash).await;
+                            workloads::patch_all(&client, ns, &list, &r.hash, memory_label).await;
                         ctx.metrics.child_writes_inc(CONTROLLER, patched);
                         res?;
                         for i in &targets {

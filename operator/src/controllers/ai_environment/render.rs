@@ -83,6 +83,23 @@ pub fn render(input: &Input<'_>) -> Rendered {
 }
 
 /// sha256 over length-prefixed keys and values in key order.
+/// The config hash of an environment bound to a memory store: the rendered hash folded with the
+/// store's connection Secret (`<store>-app`), keys and values.
+pub fn with_connection(
+    rendered_hash: &str,
+    connection: &k8s_openapi::api::core::v1::Secret,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(rendered_hash.as_bytes());
+    for (k, v) in connection.data.iter().flatten() {
+        h.update((k.len() as u64).to_le_bytes());
+        h.update(k.as_bytes());
+        h.update((v.0.len() as u64).to_le_bytes());
+        h.update(&v.0);
+    }
+    hex::encode(h.finalize())
+}
+
 pub fn hash(data: &BTreeMap<String, String>) -> String {
     let mut h = Sha256::new();
     for (k, v) in data {

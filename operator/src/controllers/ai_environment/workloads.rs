@@ -11,6 +11,7 @@ use kube::{
 
 use super::rollout::{HASH_ANNOTATION, Kind, Workload};
 use crate::controller::{Error, Result, apply::manager};
+use crate::controllers::memory_store::children::LABEL_CLIENT;
 
 /// How many workload patches are in flight at once.
 pub const PATCH_CONCURRENCY: usize = 16;
@@ -83,13 +84,25 @@ pub fn from_statefulset(s: &StatefulSet) -> Workload {
     }
 }
 
-/// The partial object applied to a workload: only the hash annotation.
-pub fn hash_patch(kind: Kind, name: &str, hash: &str) -> serde_json::Value {
+/// The partial object applied to a workload: the hash annotation, and with a memory store the
+/// pod label its NetworkPolicy admits (`aienv.orchestr8.io/memory-store=<store>`). Dropping the
+/// store drops the label: the apply owns exactly these fields.
+pub fn hash_patch(
+    kind: Kind,
+    name: &str,
+    hash: &str,
+    memory_store: Option<&str>,
+) -> serde_json::Value {
+    let mut template =
+        serde_json::json!({ "metadata": { "annotations": { HASH_ANNOTATION: hash } } });
+    if let Some(store) = memory_store {
+        template["metadata"]["labels"] = serde_json::json!({ LABEL_CLIENT: store });
+    }
     serde_json::json!({
         "apiVersion": "apps/v1",
         "kind": kind.as_str(),
         "metadata": { "name": name },
-        "spec": { "template": { "metadata": { "annotations": { HASH_ANNOTATION: hash } } } },
+        "spec": { "template": template },
     })
 }
 
@@ -100,6 +113,7 @@ pub async fn patch_all(
     ns: &str,
     targets: &[(Kind, String)],
     hash: &str,
+    memory_store: Option<&str>,
 ) -> (u64, Result<()>) {
     let params = PatchParams::apply(manager::ROLLOUT).force();
     stream::iter(targets.iter().cloned())
@@ -107,7 +121,7 @@ pub async fn patch_all(
             let client = client.clone();
             let params = params.clone();
             async move {
-                let patch = hash_patch(kind, &name, hash);
+                let patch = hash_patch(kind, &name, hash, memory_store);
                 match kind {
                     Kind::Deployment => {
                         let api: Api<Deployment> = Api::namespaced(client, ns);
@@ -140,7 +154,7 @@ mod tests {
 
     #[test]
     fn the_patch_carries_only_the_annotation() {
-        let p = hash_patch(Kind::Deployment, "agent", "abc");
+        let p = hash_patch(Kind::Deployment, "agent", "abc", None);
         assert_eq!(
             p,
             serde_json::json!({
