@@ -24,6 +24,8 @@ pub struct FakeLlm {
     pub seen: Arc<Mutex<Seen>>,
     /// The key the server accepts (as Bearer or x-api-key).
     pub accepted_key: Arc<Mutex<String>>,
+    /// When set, every request is answered with this status (429, 503, ...).
+    pub forced_status: Arc<Mutex<Option<u16>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -32,7 +34,8 @@ impl FakeLlm {
     pub async fn start(accepted_key: &str) -> anyhow::Result<Self> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let accepted = Arc::new(Mutex::new(accepted_key.to_string()));
-        let state = (seen.clone(), accepted.clone());
+        let forced = Arc::new(Mutex::new(None));
+        let state = (seen.clone(), accepted.clone(), forced.clone());
         let app = Router::new()
             .route("/v1/models", get(models))
             .route("/models", get(models))
@@ -46,6 +49,7 @@ impl FakeLlm {
             addr,
             seen,
             accepted_key: accepted,
+            forced_status: forced,
             task,
         })
     }
@@ -66,10 +70,14 @@ impl Drop for FakeLlm {
     }
 }
 
-type AppState = (Arc<Mutex<Seen>>, Arc<Mutex<String>>);
+type AppState = (
+    Arc<Mutex<Seen>>,
+    Arc<Mutex<String>>,
+    Arc<Mutex<Option<u16>>>,
+);
 
 async fn models(
-    State((seen, accepted)): State<AppState>,
+    State((seen, accepted, forced)): State<AppState>,
     headers: HeaderMap,
 ) -> (StatusCode, &'static str) {
     let h = |n: &str| {
@@ -83,6 +91,10 @@ async fn models(
         .unwrap()
         .auth_headers
         .push((auth.clone(), api_key.clone()));
+    if let Some(code) = *forced.lock().unwrap() {
+        let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (code, r#"{"error":"forced by the test"}"#);
+    }
     let key = accepted.lock().unwrap().clone();
     let ok = auth.as_deref() == Some(&format!("Bearer {key}"))
         || api_key.as_deref() == Some(key.as_str());

@@ -287,3 +287,53 @@ async fn steady_profile_costs_zero_writes_over_many_reconciles() -> anyhow::Resu
     ctrl.stop().await;
     ns.cleanup().await
 }
+
+#[tokio::test]
+async fn one_failed_probe_is_not_down_and_throttling_never_is() -> anyhow::Result<()> {
+    let Some((_client, ns, ctrl)) = setup("llmp-threshold").await? else {
+        return Ok(());
+    };
+    let server = FakeLlm::start("sk-threshold").await?;
+    let api: Api<LlmProfile> = ns.api();
+    put_key(&ns, "k", "key", "sk-threshold").await?;
+    apply_profile(&ns, "p", serde_json::json!({
+        "provider": "openaiCompatible", "baseUrl": format!("{}/v1", server.base_url()), "model": "m",
+        "auth": {"secretRef": {"name": "k", "key": "key"}},
+        "probe": {"intervalSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
+    }))
+    .await?;
+    wait_condition(&api, "p", "Ready", "True", "EndpointHealthy").await?;
+
+    // Rate limited (429) and overloaded (529): usable, Ready stays True.
+    for (code, why) in [(429, "RateLimited"), (529, "Overloaded")] {
+        *server.forced_status.lock().unwrap() = Some(code);
+        wait_condition(&api, "p", "EndpointReachable", "True", why).await?;
+        let p = wait_condition(&api, "p", "Ready", "True", "EndpointDegraded").await?;
+        assert!(
+            condition(&p, "Ready")
+                .unwrap()
+                .2
+                .contains(&code.to_string())
+        );
+        assert_eq!(p.status.unwrap().consecutive_failures, None);
+    }
+
+    // A server error: the first failure keeps Ready (the probe condition tells the truth), the
+    // second marks the profile down.
+    *server.forced_status.lock().unwrap() = Some(503);
+    let long = Duration::from_secs(60);
+    let p = conditions::wait_condition(&api, long, "p", "Ready", "True", "ProbeFailing").await?;
+    assert_eq!(condition(&p, "EndpointReachable").unwrap().0, "False");
+    assert!(condition(&p, "Ready").unwrap().2.contains("1 of 2"));
+    assert_eq!(p.status.unwrap().consecutive_failures, Some(1));
+    let p =
+        conditions::wait_condition(&api, long, "p", "Ready", "False", "EndpointUnhealthy").await?;
+    assert_eq!(p.status.unwrap().consecutive_failures, Some(2));
+
+    // Healthy again: Ready at once, the count gone.
+    *server.forced_status.lock().unwrap() = None;
+    let p = conditions::wait_condition(&api, long, "p", "Ready", "True", "EndpointHealthy").await?;
+    assert_eq!(p.status.unwrap().consecutive_failures, None);
+    ctrl.stop().await;
+    ns.cleanup().await
+}

@@ -176,6 +176,14 @@ pub struct Probe {
     #[serde(default = "default_probe_timeout")]
     #[schemars(range(min = 1, max = 300))]
     pub timeout_seconds: u32,
+    /// Consecutive failed probes (no answer, or HTTP 5xx other than 529) before a profile that was
+    /// Ready is marked down, so one lost request does not fail every environment over. A
+    /// profile that has not been Ready yet is marked down at once. HTTP 429 and 529 never count:
+    /// the endpoint is rate-limited or overloaded, not down (Ready stays True, reason
+    /// EndpointDegraded).
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
     /// Path appended to baseUrl for the check. Defaults to the provider's models list
     /// (`/v1/models` for anthropic, `/models` for OpenAI-style base URLs, `/api/tags` for ollama
     /// when the base URL has no `/v1`).
@@ -192,6 +200,9 @@ fn default_probe_interval() -> u32 {
 }
 fn default_probe_timeout() -> u32 {
     10
+}
+fn default_failure_threshold() -> u32 {
+    3
 }
 
 /// Observed state of an LlmProfile.
@@ -210,4 +221,7 @@ pub struct LlmProfileStatus {
     /// When the endpoint was last probed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
+    /// Failed probes in a row (see probe.failureThreshold); absent after a good one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
 }

@@ -266,6 +266,23 @@ async fn write_status(
     let old = profile.status.clone().unwrap_or_default();
     let now = ctx.clock.now_time();
     let (desired, removed) = status::conditions(&finding);
+    let failures = match &finding {
+        Finding::Probed { outcome, .. } if outcome.is_transient_failure() => {
+            old.consecutive_failures.unwrap_or(0).saturating_add(1)
+        }
+        _ => 0,
+    };
+    let was_ready = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == status::READY && c.status == "True");
+    let threshold = profile
+        .spec
+        .probe
+        .as_ref()
+        .map(|p| p.failure_threshold)
+        .unwrap_or(1);
+    let desired = status::hold_ready(desired, failures, threshold, was_ready);
     let mut conds = old.conditions.clone();
     conditions::remove(&mut conds, removed);
     let conds = conditions::merge(&conds, desired, profile.metadata.generation, &now);
@@ -274,6 +291,7 @@ async fn write_status(
         conditions: conds,
         latency_ms: old.latency_ms,
         last_probe_time: old.last_probe_time.clone(),
+        consecutive_failures: (failures > 0).then_some(failures),
     };
     match &finding {
         Finding::Probed { outcome, .. } => {

@@ -87,6 +87,8 @@ pub enum Outcome {
     Ok { latency_ms: u64 },
     /// 401/403: reachable, key refused.
     Unauthorized { status: u16, latency_ms: u64 },
+    /// 429 (rate limited) or 529 (overloaded): up, but shedding load; not a failure.
+    Degraded { status: u16, latency_ms: u64 },
     /// Any other HTTP status: the endpoint answers but not as expected.
     UnexpectedStatus { status: u16, latency_ms: u64 },
     /// No HTTP answer: DNS, connect, TLS or timeout.
@@ -96,11 +98,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// A failure that may pass (no answer, or a server error): what probe.failureThreshold counts.
+    pub fn is_transient_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Unreachable { .. } | Outcome::UnexpectedStatus { status: 500.., .. }
+        )
+    }
+}
+
 /// Classify an HTTP status.
 pub fn classify_status(status: u16, latency_ms: u64) -> Outcome {
     match status {
         200..=299 => Outcome::Ok { latency_ms },
         401 | 403 => Outcome::Unauthorized { status, latency_ms },
+        429 | 529 => Outcome::Degraded { status, latency_ms },
         _ => Outcome::UnexpectedStatus { status, latency_ms },
     }
 }

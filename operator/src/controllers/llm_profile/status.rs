@@ -80,6 +80,35 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                         format!("endpoint reachable and key accepted ({latency_ms} ms)"),
                     ),
                 ],
+                Outcome::Degraded { status, latency_ms } => {
+                    let why = if *status == 429 {
+                        "RateLimited"
+                    } else {
+                        "Overloaded"
+                    };
+                    vec![
+                        accepted,
+                        Desired::true_(
+                            ENDPOINT_REACHABLE,
+                            why,
+                            format!(
+                                "GET {url} answered HTTP {status} in {latency_ms} ms: shedding load, not down"
+                            ),
+                        ),
+                        Desired::unknown(
+                            CREDENTIALS_VALID,
+                            "NotChecked",
+                            format!("HTTP {status} says nothing about the key"),
+                        ),
+                        Desired::true_(
+                            READY,
+                            "EndpointDegraded",
+                            format!(
+                                "GET {url} answered HTTP {status} ({why}): usable, requests may be slowed"
+                            ),
+                        ),
+                    ]
+                }
                 Outcome::Unauthorized { status, .. } => vec![
                     accepted,
                     Desired::true_(
@@ -158,10 +187,39 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
     }
 }
 
+/// Below probe.failureThreshold a profile that was Ready stays Ready: the probe conditions say
+/// what failed, Ready says how many failures are left before it is marked down.
+pub fn hold_ready(
+    mut desired: Vec<Desired>,
+    failures: u32,
+    threshold: u32,
+    was_ready: bool,
+) -> Vec<Desired> {
+    if failures == 0 || !was_ready || failures >= threshold {
+        return desired;
+    }
+    let what = desired
+        .iter()
+        .find(|d| d.type_ == ENDPOINT_REACHABLE)
+        .map(|d| d.message.clone())
+        .unwrap_or_default();
+    for d in desired.iter_mut().filter(|d| d.type_ == READY) {
+        *d = Desired::true_(
+            READY,
+            "ProbeFailing",
+            format!(
+                "{failures} of {threshold} consecutive probes failed (probe.failureThreshold), still in use: {what}"
+            ),
+        );
+    }
+    desired
+}
+
 /// Latency to record, when the probe got an HTTP answer.
 pub fn latency(outcome: &Outcome) -> Option<u64> {
     match outcome {
         Outcome::Ok { latency_ms }
+        | Outcome::Degraded { latency_ms, .. }
         | Outcome::Unauthorized { latency_ms, .. }
         | Outcome::UnexpectedStatus { latency_ms, .. } => Some(*latency_ms),
         Outcome::Unreachable { .. } => None,
@@ -246,5 +304,67 @@ mod tests {
             latency_ms: 1,
         });
         assert_eq!(ready(&f).reason, "UnexpectedStatus");
+    }
+
+    #[test]
+    fn a_ready_profile_stays_ready_until_the_threshold_and_throttling_is_not_down() {
+        let failed = probed(Outcome::Unreachable {
+            reason: "Timeout",
+            detail: "timed out".into(),
+        });
+        let (d, _) = conditions(&failed);
+        let held = hold_ready(d.clone(), 1, 3, true);
+        let r = held.iter().find(|d| d.type_ == READY).unwrap();
+        assert_eq!(
+            (r.status, r.reason.as_str()),
+            (Status::True, "ProbeFailing")
+        );
+        assert!(r.message.contains("1 of 3"), "{}", r.message);
+        let e = held.iter().find(|d| d.type_ == ENDPOINT_REACHABLE).unwrap();
+        assert_eq!(
+            e.status,
+            Status::False,
+            "the probe condition tells the truth"
+        );
+        let down = hold_ready(d.clone(), 3, 3, true);
+        assert_eq!(
+            down.iter().find(|d| d.type_ == READY).unwrap().reason,
+            "EndpointUnreachable"
+        );
+        let never_ready = hold_ready(d, 1, 3, false);
+        let (ok, _) = conditions(&probed(Outcome::Ok { latency_ms: 3 }));
+        assert_eq!(
+            hold_ready(ok.clone(), 0, 3, true),
+            ok,
+            "a good probe is left as it is"
+        );
+        assert_eq!(
+            never_ready
+                .iter()
+                .find(|d| d.type_ == READY)
+                .unwrap()
+                .status,
+            Status::False
+        );
+        for status in [429, 529] {
+            let f = probed(crate::controllers::llm_profile::probe::classify_status(
+                status, 7,
+            ));
+            let (d, _) = conditions(&f);
+            let r = d.iter().find(|d| d.type_ == READY).unwrap();
+            assert_eq!(
+                (r.status, r.reason.as_str()),
+                (Status::True, "EndpointDegraded")
+            );
+        }
+        assert!(
+            crate::controllers::llm_profile::probe::classify_status(503, 1).is_transient_failure()
+        );
+        assert!(
+            !crate::controllers::llm_profile::probe::classify_status(529, 1).is_transient_failure()
+        );
+        assert!(
+            !crate::controllers::llm_profile::probe::classify_status(404, 1).is_transient_failure()
+        );
     }
 }
