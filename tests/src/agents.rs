@@ -8,7 +8,7 @@ use aienv::{
 use anyhow::Result;
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet, StatefulSet},
-    core::v1::Secret,
+    core::v1::{Pod, Secret},
     events::v1::Event,
 };
 use kube::{
@@ -255,4 +255,42 @@ pub async fn events_text(ns: &TestNamespace) -> Result<String> {
         })
         .collect::<Vec<_>>()
         .join("\n"))
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The running, Ready pod of workload `workload` (label `workload=<name>`, as the builders here
+/// set it) whose template carries config hash `hash`.
+pub async fn ready_pod_with_hash(
+    ns: &TestNamespace,
+    workload: &str,
+    hash: &str,
+    timeout: Duration,
+) -> Result<Pod> {
+    let pods = ns.api::<Pod>();
+    wait_for(
+        timeout,
+        &format!("a Ready {workload} pod with hash {hash}"),
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels(&format!("workload={workload}")))
+                .await?;
+            Ok(list.items.into_iter().find(|p| {
+                let annotated = p
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(HASH_ANNOTATION))
+                    .is_some_and(|h| h == hash);
+                annotated && pod_ready(p) && p.metadata.deletion_timestamp.is_none()
+            }))
+        },
+    )
+    .await
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aienv::controllers::ai_environment::rollout::HASH_ANNOTATION;
 use aienv_tests::{
     agents::{
-        apply_env, apply_profile, create_deployment_with_pod, deployment_hash, env_condition,
+        self, apply_env, apply_profile, create_deployment_with_pod, deployment_hash, env_condition,
         put_key, wait_env,
     },
     operator::{self, Which, install_crds},
@@ -22,37 +22,12 @@ use sha2::{Digest, Sha256};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// The running, Ready pod of Deployment `workload` whose template carries `hash`.
 async fn ready_pod_with_hash(
     ns: &TestNamespace,
     workload: &str,
     hash: &str,
 ) -> anyhow::Result<Pod> {
-    let pods = ns.api::<Pod>();
-    wait_for(
-        WAIT,
-        &format!("a Ready {workload} pod with hash {hash}"),
-        || async {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("workload={workload}")))
-                .await?;
-            Ok(list.items.into_iter().find(|p| {
-                let annotated = p
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(HASH_ANNOTATION))
-                    .is_some_and(|h| h == hash);
-                let ready = p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-                annotated && ready && p.metadata.deletion_timestamp.is_none()
-            }))
-        },
-    )
-    .await
+    agents::ready_pod_with_hash(ns, workload, hash, WAIT).await
 }
 
 fn sha256(bytes: &[u8]) -> String {

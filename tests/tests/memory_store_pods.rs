@@ -9,6 +9,7 @@ use aienv::{
     memory::{Memories, MemoryType, NewMemory},
 };
 use aienv_tests::{
+    agents::{pod_ready, ready_pod_with_hash},
     conditions::{condition, wait_condition},
     operator::{self, Which, install_crds},
     testenv::{require_env, wait_for},
@@ -28,13 +29,6 @@ const WAIT: Duration = Duration::from_secs(180);
 
 fn secret_text(s: &Secret, key: &str) -> String {
     String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The store's database as an agent would use it, reached through the client Service's
@@ -390,30 +384,7 @@ async fn agents_of_a_bound_environment_pass_the_store_policy_and_roll_on_a_new_p
         }
     };
     let first = rolled(None).await?;
-    let pods: Api<Pod> = ns.api();
-    let agent_pod = |hash: String| {
-        let pods = pods.clone();
-        async move {
-            wait_for(
-                WAIT,
-                &format!("a Ready agent pod with hash {hash}"),
-                || async {
-                    let list = pods
-                        .list(&ListParams::default().labels("workload=agent"))
-                        .await?;
-                    Ok(list.items.into_iter().find(|p| {
-                        pod_ready(p)
-                            && p.metadata.deletion_timestamp.is_none()
-                            && p.metadata.annotations.as_ref().and_then(|a| {
-                                a.get(aienv::controllers::ai_environment::rollout::HASH_ANNOTATION)
-                            }) == Some(&hash)
-                    }))
-                },
-            )
-            .await
-        }
-    };
-    let agent = agent_pod(first.clone()).await?;
+    let agent = ready_pod_with_hash(&ns, "agent", &first, WAIT).await?;
 
     // The store's NetworkPolicy admits what the environment stamps on its agents.
     let np = ns
@@ -443,7 +414,7 @@ async fn agents_of_a_bound_environment_pass_the_store_policy_and_roll_on_a_new_p
         .await?;
     let second = rolled(Some(first.clone())).await?;
     assert_ne!(first, second);
-    agent_pod(second).await?;
+    ready_pod_with_hash(&ns, "agent", &second, WAIT).await?;
     assert_eq!(
         secret_text(&secrets.get("mem-app").await?, "password"),
         "Another-password-7"

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod children;
 pub mod clock;
 pub mod context;
+pub mod digest;
 pub mod error;
 pub mod finalizer;
 pub mod mapping;

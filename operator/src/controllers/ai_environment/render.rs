@@ -89,15 +89,7 @@ pub fn with_connection(
     rendered_hash: &str,
     connection: &k8s_openapi::api::core::v1::Secret,
 ) -> String {
-    let mut h = Sha256::new();
-    h.update(rendered_hash.as_bytes());
-    for (k, v) in connection.data.iter().flatten() {
-        h.update((k.len() as u64).to_le_bytes());
-        h.update(k.as_bytes());
-        h.update((v.0.len() as u64).to_le_bytes());
-        h.update(&v.0);
-    }
-    hex::encode(h.finalize())
+    crate::controller::digest::secret_data(rendered_hash, connection)
 }
 
 pub fn hash(data: &BTreeMap<String, String>) -> String {

@@ -240,15 +240,7 @@ pub const CREDENTIALS_HASH_ANNOTATION: &str = "aienv.orchestr8.io/credentials-ha
 
 /// sha256 over the credentials Secret's data (keys and values), hex.
 pub fn credentials_hash(secret: &Secret) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for (k, v) in secret.data.iter().flatten() {
-        h.update((k.len() as u64).to_le_bytes());
-        h.update(k.as_bytes());
-        h.update((v.0.len() as u64).to_le_bytes());
-        h.update(&v.0);
-    }
-    hex::encode(h.finalize())
+    crate::controller::digest::secret_data("", secret)
 }
 
 /// The single-instance PostgreSQL StatefulSet of managed mode.
