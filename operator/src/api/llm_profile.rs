@@ -47,6 +47,9 @@ use super::common::SecretKeyRef;
 )]
 #[x_kube(validation = Rule::new(BASE_URL_RULE).message(BASE_URL_MESSAGE).field_path(".baseUrl"))]
 #[x_kube(validation = Rule::new(
+    "!self.baseUrl.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')"
+).message("baseUrl must not carry credentials (user:password@host): they would be copied into every agent's config and into status; put the API key in the Secret that auth.secretRef names").field_path(".baseUrl"))]
+#[x_kube(validation = Rule::new(
     "self.provider == 'ollama' || (has(self.auth) && has(self.auth.secretRef))"
 ).message("auth.secretRef is required for this provider: point it at the Secret key holding the API key (only provider: ollama may omit it)").field_path(".auth"))]
 #[serde(rename_all = "camelCase")]
