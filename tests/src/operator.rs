@@ -108,3 +108,34 @@ impl RunningControllers {
         let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
     }
 }
+
+/// What a test whose pods must run starts from: the test environment and its node, the CRDs, a
+/// fresh namespace, and the controllers `which` scoped to it.
+pub struct PodScenario {
+    pub env: crate::testenv::TestEnv,
+    pub node: crate::testenv::Node,
+    pub client: Client,
+    pub ns: crate::testenv::TestNamespace,
+    pub ops: RunningControllers,
+}
+
+/// `None` when the test is to be skipped (no environment, or no node; see `require_node`).
+pub async fn pod_scenario(prefix: &str, which: &[Which]) -> Result<Option<PodScenario>> {
+    let Some(env) = crate::testenv::require_env() else {
+        return Ok(None);
+    };
+    let Some(node) = env.require_node() else {
+        return Ok(None);
+    };
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, prefix).await?;
+    let ops = start(&client, ns.name(), which);
+    Ok(Some(PodScenario {
+        env,
+        node,
+        client,
+        ns,
+        ops,
+    }))
+}

@@ -10,8 +10,8 @@ use aienv_tests::{
         self, apply_env, apply_profile, create_deployment_with_pod, deployment_hash, env_condition,
         put_key, wait_env,
     },
-    operator::{self, Which, install_crds},
-    testenv::{TestNamespace, require_env, wait_for},
+    operator::{PodScenario, Which, pod_scenario},
+    testenv::{TestNamespace, wait_for},
 };
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -51,16 +51,15 @@ exec sleep 3600
 
 #[tokio::test]
 async fn an_agent_pod_reads_the_rendered_config_as_documented() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(PodScenario {
+        node,
+        ns,
+        ops: ctrl,
+        ..
+    }) = pod_scenario("aienv-pods", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
-    let Some(node) = env.require_node() else {
-        return Ok(());
-    };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "aienv-pods").await?;
-    let ctrl = operator::start(&client, ns.name(), &[Which::AiEnvironment]);
     put_key(&ns, "k", "apiKey", "sk-pod-SECRET").await?;
     apply_profile(
         &ns,
@@ -167,16 +166,15 @@ fn agent_pod(image: &str, ready: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn a_canary_that_fails_readiness_holds_the_rest_until_it_is_healthy() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(PodScenario {
+        node,
+        ns,
+        ops: ctrl,
+        ..
+    }) = pod_scenario("aienv-canary-pods", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
-    let Some(node) = env.require_node() else {
-        return Ok(());
-    };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "aienv-canary-pods").await?;
-    let ctrl = operator::start(&client, ns.name(), &[Which::AiEnvironment]);
     put_key(&ns, "k", "apiKey", "sk-canary-SECRET").await?;
     apply_profile(
         &ns,

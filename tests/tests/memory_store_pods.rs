@@ -11,8 +11,8 @@ use aienv::{
 use aienv_tests::{
     agents::{pod_ready, ready_pod_with_hash},
     conditions::{condition, wait_condition},
-    operator::{self, Which, install_crds},
-    testenv::{require_env, wait_for},
+    operator::{PodScenario, Which, pod_scenario},
+    testenv::wait_for,
 };
 use k8s_openapi::api::{
     batch::v1::Job,
@@ -103,16 +103,11 @@ async fn dump_job(ns: &aienv_tests::testenv::TestNamespace, image: &str) -> anyh
 
 #[tokio::test]
 async fn managed_store_runs_migrates_and_keeps_its_data() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(PodScenario { node, ns, ops, .. }) =
+        pod_scenario("memstore-pods", &[Which::MemoryStore]).await?
+    else {
         return Ok(());
     };
-    let Some(node) = env.require_node() else {
-        return Ok(());
-    };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-pods").await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
     let api: Api<MemoryStore> = ns.api();
     let store = serde_json::json!({
         "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
@@ -227,16 +222,11 @@ async fn count_memories(
 #[tokio::test]
 async fn retained_store_comes_back_with_its_password_and_a_rotated_password_heals()
 -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(PodScenario { node, ns, ops, .. }) =
+        pod_scenario("memstore-retain", &[Which::MemoryStore]).await?
+    else {
         return Ok(());
     };
-    let Some(node) = env.require_node() else {
-        return Ok(());
-    };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-retain").await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
     let api: Api<MemoryStore> = ns.api();
     let store = serde_json::json!({
         "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
@@ -315,20 +305,14 @@ async fn retained_store_comes_back_with_its_password_and_a_rotated_password_heal
 async fn agents_of_a_bound_environment_pass_the_store_policy_and_roll_on_a_new_password()
 -> anyhow::Result<()> {
     use aienv_tests::agents::{apply_env, apply_profile, create_deployment_with_pod, put_key};
-    let Some(env) = require_env() else {
-        return Ok(());
-    };
-    let Some(node) = env.require_node() else {
-        return Ok(());
-    };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-bound").await?;
-    let ops = operator::start(
-        &client,
-        ns.name(),
+    let Some(PodScenario { node, ns, ops, .. }) = pod_scenario(
+        "memstore-bound",
         &[Which::MemoryStore, Which::AiEnvironment],
-    );
+    )
+    .await?
+    else {
+        return Ok(());
+    };
     let api: Api<MemoryStore> = ns.api();
     let store = serde_json::json!({
         "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
