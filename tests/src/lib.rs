@@ -6,4 +6,5 @@ pub mod agents;
 pub mod conditions;
 pub mod llm_server;
 pub mod operator;
+pub mod stores;
 pub mod testenv;

@@ -19,6 +19,14 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use aienv::memory::{
+    MemoryError,
+    ddl::StoreLayout,
+    index_build::prepare_and_build,
+    schema::Prepared,
+    store_connect_options,
+    tenancy::{StoreIdentity, StoreTarget},
+};
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
@@ -223,16 +231,28 @@ impl TestEnv {
             .with_context(|| format!("creating database {name}"))?;
         admin.close().await;
         let url = database_url_for(&self.database_url, &name)?;
+        let target = StoreTarget::new(
+            StoreIdentity {
+                namespace: "tests".into(),
+                name: name.clone(),
+                uid: format!("uid-{name}"),
+            },
+            &name,
+            Some(TEST_SCHEMA),
+            None,
+        )
+        .map_err(|e| anyhow!(e))?;
         let pool = PgPoolOptions::new()
             .max_connections(5)
-            .connect(&url)
+            .connect_with(store_connect_options(url.parse()?, TEST_SCHEMA))
             .await?;
-        sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS vector SCHEMA public")
             .execute(&pool)
             .await?;
         Ok(TestDatabase {
             pool,
             url,
+            target,
             name,
             admin_url: self.database_url.clone(),
             psql: self.pg_bin.join("psql"),
@@ -464,12 +484,18 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Schema of the memory tables in a [`TestDatabase`] used through the memory API directly.
+pub const TEST_SCHEMA: &str = "aienv_test";
+
 /// A database created for one test. Call [`TestDatabase::cleanup`] at the end;
 /// if the test panics first, `Drop` drops it with psql.
 pub struct TestDatabase {
+    /// Superuser pool whose connections search [`TEST_SCHEMA`] first.
     pub pool: PgPool,
     /// Connection URL of this database (same superuser as `DATABASE_URL`).
     pub url: String,
+    /// The store [`TestDatabase::prepare`] prepares: [`TEST_SCHEMA`], no agent role.
+    pub target: StoreTarget,
     pub name: String,
     admin_url: String,
     psql: PathBuf,
@@ -477,6 +503,18 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// Prepare the memory schema in [`TEST_SCHEMA`] and build its index in place.
+    pub async fn prepare(&self, layout: &StoreLayout) -> Result<Prepared, MemoryError> {
+        prepare_and_build(&self.pool, &self.target, layout, "64MB").await
+    }
+
+    /// A new pool on this database (as the superuser) searching `schema` first.
+    pub async fn pool_on(&self, schema: &str, max: u32) -> Result<PgPool> {
+        Ok(PgPoolOptions::new()
+            .max_connections(max)
+            .connect_lazy_with(store_connect_options(self.url.parse()?, schema)))
+    }
+
     /// Closes the pool and drops the database.
     pub async fn cleanup(mut self) -> Result<()> {
         self.cleaned = true;

@@ -2,6 +2,7 @@
 //! racing operators serialise, a dimension change keeps every row, and store/search/hybrid return
 //! the expected rows of a small labelled corpus.
 
+use aienv::memory::index_build::prepare_and_build;
 use aienv::{
     api::memory_store::MemoryStoreSpec,
     memory::{
@@ -10,7 +11,7 @@ use aienv::{
         schema::{self, IndexState},
     },
 };
-use aienv_tests::testenv::require_env;
+use aienv_tests::testenv::{TEST_SCHEMA, require_env};
 use sqlx::Row;
 
 fn layout(yaml: &str) -> StoreLayout {
@@ -38,7 +39,7 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
     };
     let db = env.test_database("mem_migr").await?;
     let l = layout("mode: external\n");
-    let first = schema::prepare(&db.pool, &l).await?;
+    let first = db.prepare(&l).await?;
     assert_eq!(
         first.applied.iter().map(|a| a.0).collect::<Vec<_>>(),
         [1, 2, 3, 4]
@@ -55,7 +56,7 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
         first.index,
         IndexState::Ready("memories_embedding_hnsw_cosine_m16_efc64".into())
     );
-    let second = schema::prepare(&db.pool, &l).await?;
+    let second = db.prepare(&l).await?;
     assert!(second.applied.is_empty(), "{:?}", second.applied);
     assert_eq!(second.schema_version, 4);
     assert_eq!(second.index, first.index);
@@ -90,7 +91,7 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
     }
     // An index parameter change builds the new index and drops the old one.
     let l2 = layout("mode: external\nindex: {hnsw: {m: 8, efConstruction: 32}}\n");
-    let third = schema::prepare(&db.pool, &l2).await?;
+    let third = db.prepare(&l2).await?;
     assert_eq!(
         third.index,
         IndexState::Ready("memories_embedding_hnsw_cosine_m8_efc32".into())
@@ -109,15 +110,16 @@ async fn racing_migrations_do_not_corrupt_anything() -> anyhow::Result<()> {
     };
     let db = env.test_database("mem_race").await?;
     let l = layout("mode: external\n");
-    let pools: Vec<_> = (0..4)
-        .map(|_| {
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(2)
-                .connect_lazy(&db.url)
-                .unwrap()
-        })
-        .collect();
-    let runs = futures::future::join_all(pools.iter().map(|p| schema::prepare(p, &l))).await;
+    let mut pools = Vec::new();
+    for _ in 0..4 {
+        pools.push(db.pool_on(TEST_SCHEMA, 2).await?);
+    }
+    let runs = futures::future::join_all(
+        pools
+            .iter()
+            .map(|p| prepare_and_build(p, &db.target, &l, "64MB")),
+    )
+    .await;
     let mut applied = Vec::new();
     for r in runs {
         let r = r?;
@@ -154,14 +156,14 @@ async fn dimension_change_requires_reindex_and_drops_nothing() -> anyhow::Result
     };
     let db = env.test_database("mem_dims").await?;
     let l4 = layout("mode: external\nembedding: {dimensions: 4}\n");
-    schema::prepare(&db.pool, &l4).await?;
+    db.prepare(&l4).await?;
     let mem = Memories::open(db.pool.clone()).await?;
     let mut m = NewMemory::new("kept across the change", MemoryType::Insight);
     m.embedding = Some(topic_vec(0, 0.0));
     mem.store(&m).await?;
 
     let l8 = layout("mode: external\nembedding: {dimensions: 8, model: other-model}\n");
-    let p = schema::prepare(&db.pool, &l8).await?;
+    let p = db.prepare(&l8).await?;
     let r = p.reindex.expect("ReindexRequired");
     assert_eq!((r.stored_dimensions, r.wanted_dimensions), (4, 8));
     assert_eq!(p.index, IndexState::Blocked);
@@ -178,7 +180,7 @@ async fn dimension_change_requires_reindex_and_drops_nothing() -> anyhow::Result
     .await?;
     assert_eq!(typ, "vector(4)", "the column was not altered");
     // Reverting the spec clears it.
-    assert!(schema::prepare(&db.pool, &l4).await?.reindex.is_none());
+    assert!(db.prepare(&l4).await?.reindex.is_none());
     db.cleanup().await
 }
 
@@ -188,11 +190,8 @@ async fn memory_api_on_a_labelled_corpus() -> anyhow::Result<()> {
         return Ok(());
     };
     let db = env.test_database("mem_api").await?;
-    schema::prepare(
-        &db.pool,
-        &layout("mode: external\nembedding: {dimensions: 4}\n"),
-    )
-    .await?;
+    db.prepare(&layout("mode: external\nembedding: {dimensions: 4}\n"))
+        .await?;
     let mem = Memories::open(db.pool.clone()).await?;
     assert_eq!(mem.dimensions, 4);
 
@@ -365,11 +364,8 @@ async fn filtered_search_returns_k_results_at_one_percent_selectivity() -> anyho
     };
     let db = env.test_database("mem_sel").await?;
     let dims = 16usize;
-    schema::prepare(
-        &db.pool,
-        &layout("mode: external\nembedding: {dimensions: 16}\n"),
-    )
-    .await?;
+    db.prepare(&layout("mode: external\nembedding: {dimensions: 16}\n"))
+        .await?;
     let mem = Memories::open(db.pool.clone()).await?;
     // 5,000 rows; agent "rare" owns every 100th (1 %).
     let mut seed = 7u64;

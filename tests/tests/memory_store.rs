@@ -9,27 +9,26 @@ use aienv::{
     memory::{Memories, MemoryType, NewMemory},
 };
 use aienv_tests::{
-    conditions::{self, condition},
+    conditions::condition,
     operator::{self, Which, install_crds},
-    testenv::{TestNamespace, require_env, wait_for},
+    stores::{
+        WAIT, apply_store, delete_and_wait, events_text, put_secret, table_exists, touch,
+        wait_condition,
+    },
+    testenv::{require_env, wait_for},
 };
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
         core::v1::{PersistentVolumeClaim, Secret, Service},
-        events::v1::Event,
         networking::v1::NetworkPolicy,
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    },
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams},
 };
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// A tracing writer keeping everything in memory.
 #[derive(Clone, Default)]
@@ -76,83 +75,6 @@ fn captured_logs() -> LogCapture {
     .clone()
 }
 
-async fn wait_condition(
-    api: &Api<MemoryStore>,
-    name: &str,
-    type_: &str,
-    status: &str,
-    reason: &str,
-) -> anyhow::Result<MemoryStore> {
-    conditions::wait_condition(api, WAIT, name, type_, status, reason).await
-}
-
-async fn apply_store(
-    api: &Api<MemoryStore>,
-    name: &str,
-    spec: serde_json::Value,
-) -> anyhow::Result<()> {
-    let obj = serde_json::json!({
-        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
-        "metadata": {"name": name}, "spec": spec,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn put_secret(ns: &TestNamespace, name: &str, data: &[(&str, &str)]) -> anyhow::Result<()> {
-    let api: Api<Secret> = ns.api();
-    let obj = serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
-        "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn touch(api: &Api<MemoryStore>, name: &str, value: &str) -> anyhow::Result<()> {
-    let patch = serde_json::json!({"metadata": {"annotations": {"aienv.test/touch": value}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
-}
-
-async fn events_text(ns: &TestNamespace, name: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let events: Api<Event> = ns.api();
-    Ok(events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect())
-}
-
-async fn delete_and_wait(api: &Api<MemoryStore>, name: &str) -> anyhow::Result<()> {
-    api.delete(name, &DeleteParams::default()).await?;
-    wait_for(WAIT, &format!("{name} deleted"), || async {
-        Ok(api.get_opt(name).await?.is_none().then_some(()))
-    })
-    .await
-}
-
-async fn table_exists(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<bool> {
-    Ok(sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(table)
-        .fetch_one(pool)
-        .await?)
-}
-
 #[tokio::test]
 async fn external_mode_end_to_end() -> anyhow::Result<()> {
     let Some(env) = require_env() else {
@@ -177,8 +99,10 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
             "embedding": {"dimensions": 4}, "deletionPolicy": "Delete"}),
     )
     .await?;
-    let s = wait_condition(&api, "mem", "Ready", "True", "StoreReady").await?;
-    for t in ["DatabaseReady", "SchemaReady", "IndexReady"] {
+    wait_condition(&api, "mem", "Ready", "True", "StoreReady").await?;
+    // The index builds in the background; the store is usable meanwhile.
+    let s = wait_condition(&api, "mem", "IndexReady", "True", "IndexBuilt").await?;
+    for t in ["DatabaseReady", "SchemaReady", "IndexReady", "Ready"] {
         assert_eq!(condition(&s, t).unwrap().0, "True", "{t}");
     }
     assert_eq!(condition(&s, "ReindexRequired").unwrap().0, "False");
@@ -197,14 +121,57 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
             .contains(&FINALIZER.to_string())
     );
 
-    // The connection Secret agents get.
+    // The connection Secret agents get: their own role, never the owner's login.
+    assert_eq!(endpoint.schema.as_deref(), Some("aienv_mem"));
     let app = ns.api::<Secret>().get("mem-app").await?;
     let data = app.data.unwrap();
-    for k in ["host", "port", "database", "user", "password", "uri"] {
+    let field = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    for k in [
+        "host", "port", "database", "schema", "user", "password", "uri",
+    ] {
         assert!(data.contains_key(k), "{k}");
     }
-    assert_eq!(String::from_utf8(data["password"].0.clone())?, password);
+    assert_ne!(field("password"), password);
+    assert!(
+        field("user").starts_with("aienv_mem_agent_"),
+        "{}",
+        field("user")
+    );
+    assert_eq!(field("schema"), "aienv_mem");
     assert_eq!(app.metadata.owner_references.unwrap()[0].name, "mem");
+    let agent = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&field("uri"))
+        .await?;
+    // The URI alone finds the store's tables (search_path rides in it), and DML works.
+    let as_agent = Memories::open(agent.clone()).await?;
+    let mut m = NewMemory::new("written by an agent", MemoryType::Agent);
+    m.embedding = Some(vec![0.0, 1.0, 0.0, 0.0]);
+    let id = as_agent.store(&m).await?;
+    sqlx::query("DELETE FROM memories WHERE id = $1")
+        .bind(id)
+        .execute(&agent)
+        .await?;
+    // No DDL, no extensions, no server programs: each is refused for lack of privilege.
+    for sql in [
+        "DROP TABLE memories",
+        "CREATE TABLE aienv_mem.sneaky (x int)",
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "COPY (SELECT 1) TO PROGRAM 'true'",
+        "ALTER TABLE memories ADD COLUMN y int",
+        "TRUNCATE memories",
+    ] {
+        let err = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&agent)
+            .await
+            .expect_err(sql);
+        let code = err
+            .as_database_error()
+            .and_then(|d| d.code())
+            .map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{sql}: {err}");
+    }
+    agent.close().await;
 
     // One Event per migration (whichever operator replica applied it).
     let events = wait_for(WAIT, "an Event per migration", || async {
@@ -226,7 +193,8 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     );
 
     // Counts follow the data.
-    let mem = Memories::open(db.pool.clone()).await?;
+    let owner_pool = db.pool_on("aienv_mem", 2).await?;
+    let mem = Memories::open(owner_pool.clone()).await?;
     let mut m = NewMemory::new("embedded", MemoryType::Agent);
     m.embedding = Some(vec![1.0, 0.0, 0.0, 0.0]);
     mem.store(&m).await?;
@@ -269,7 +237,7 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
             .contains("dimensions 4 -> 8")
     );
     assert_eq!(condition(&s, "Ready").unwrap().1, "ReindexRequired");
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM memories")
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM aienv_mem.memories")
         .fetch_one(&db.pool)
         .await?;
     assert_eq!(n, 2);
@@ -302,10 +270,18 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     }
     delete_and_wait(&api, "wrong").await?;
 
-    // deletionPolicy: Delete drops the operator's tables, never the database.
+    // deletionPolicy: Delete drops the store's schema and role, never the database.
+    let role = field("user");
     delete_and_wait(&api, "mem").await?;
-    assert!(!table_exists(&db.pool, "memories").await?);
-    assert!(!table_exists(&db.pool, "aienv_schema_migrations").await?);
+    assert!(!table_exists(&db.pool, "aienv_mem.memories").await?);
+    assert!(!table_exists(&db.pool, "aienv_mem.aienv_schema_migrations").await?);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'aienv_mem') + (SELECT count(*) FROM pg_roles WHERE rolname = $1)",
+    )
+    .bind(&role)
+    .fetch_one(&db.pool)
+    .await?;
+    assert_eq!(left, 0, "schema and agents' role are gone");
     let still: i64 = sqlx::query_scalar("SELECT 1::bigint")
         .fetch_one(&db.pool)
         .await?;
@@ -341,11 +317,36 @@ async fn external_retain_keeps_data_and_invalid_stores_still_delete() -> anyhow:
         s.metadata.finalizers.unwrap_or_default().is_empty(),
         "Retain needs no finalizer"
     );
+    let kept = db.pool_on("aienv_kept", 1).await?;
+    Memories::open(kept.clone())
+        .await?
+        .store(&NewMemory::new("outlives the store", MemoryType::Insight))
+        .await?;
     delete_and_wait(&api, "kept").await?;
     assert!(
-        table_exists(&db.pool, "memories").await?,
+        table_exists(&db.pool, "aienv_kept.memories").await?,
         "Retain keeps the tables"
     );
+    // Created again (a new UID), the store takes its schema and data back.
+    apply_store(
+        &api,
+        "kept",
+        serde_json::json!({"mode": "external", "external": {"connectionSecretRef": {"name": "pg", "key": "uri"}},
+            "embedding": {"dimensions": 4}}),
+    )
+    .await?;
+    wait_condition(&api, "kept", "Ready", "True", "StoreReady").await?;
+    wait_for(WAIT, "a SchemaReadopted Event", || async {
+        let ev = events_text(&ns, "kept").await?;
+        Ok(ev.iter().any(|(r, _)| r == "SchemaReadopted").then_some(()))
+    })
+    .await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM memories")
+        .fetch_one(&kept)
+        .await?;
+    assert_eq!(n, 1, "the recreated store has its data");
+    kept.close().await;
+    delete_and_wait(&api, "kept").await?;
 
     // A store that can never connect (its Secret is missing) is still deletable with Delete.
     apply_store(
@@ -375,7 +376,7 @@ async fn external_retain_keeps_data_and_invalid_stores_still_delete() -> anyhow:
     .await?;
     delete_and_wait(&api, "broken").await?;
     assert!(
-        table_exists(&db.pool, "memories").await?,
+        table_exists(&db.pool, "aienv_kept.memories").await?,
         "nothing else was touched"
     );
 
@@ -441,12 +442,14 @@ async fn managed_children_and_credentials_survive_restarts() -> anyhow::Result<(
     let password = |s: Secret| String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap();
     let first = password(secrets.get("mem-credentials").await?);
     assert_eq!(first.len(), 32);
-    let app = secrets.get("mem-app").await?;
-    let uri = String::from_utf8(app.data.unwrap()["uri"].0.clone())?;
-    assert!(uri.starts_with(&format!(
-        "postgres://aienv:{first}@mem.{}.svc:5432/memory",
-        ns.name()
-    )));
+    // The agents' login is generated apart from the owner's; `mem-app` (what agents mount) is
+    // only written once the database has the agents' role, so it never holds the owner's login.
+    let agent = secrets.get("mem-agent").await?;
+    assert_eq!(agent.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+    let agent_password = password(agent.clone());
+    assert_eq!(agent_password.len(), 32);
+    assert_ne!(agent_password, first);
+    assert!(secrets.get_opt("mem-app").await?.is_none());
 
     // A reconcile and an operator restart leave the password alone.
     touch(&api, "mem", "1").await?;
@@ -517,6 +520,12 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
     }
     let ns = env.test_namespace(&client, "memstore-cnpg").await?;
     let db = env.test_database("memstore_cnpg").await?;
+    // Roles are server-wide and this one's name is fixed (the Cluster's database is always
+    // "memory"): one left by an interrupted run goes first.
+    let role = aienv::memory::tenancy::agent_role_name("memory", "aienv_mem");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE IF EXISTS {role}")))
+        .execute(&db.pool)
+        .await?;
     let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
     let api: Api<MemoryStore> = ns.api();
     apply_store(
@@ -584,12 +593,45 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
         ],
     )
     .await?;
+    // CloudNativePG creates the agents' role from `mem-agent` (Cluster spec.managed.roles); until
+    // it has, the store says what it waits for. Here the test does CloudNativePG's part.
+    let s = wait_condition(&api, "mem", "SchemaReady", "False", "AgentRoleFailed").await?;
+    assert!(
+        condition(&s, "SchemaReady")
+            .unwrap()
+            .2
+            .contains("waiting for CloudNativePG")
+    );
+    let agent = ns.api::<Secret>().get("mem-agent").await?;
+    let field = |k: &str| String::from_utf8(agent.data.clone().unwrap()[k].0.clone()).unwrap();
+    assert_eq!(field("username"), role);
+    assert_eq!(
+        cluster.data["spec"]["managed"]["roles"][0]["name"],
+        serde_json::Value::from(role.clone())
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{}'",
+        field("password")
+    )))
+    .execute(&db.pool)
+    .await?;
+    touch(&api, "mem", "role").await?;
     wait_condition(&api, "mem", "Ready", "True", "StoreReady").await?;
     let app = ns.api::<Secret>().get("mem-app").await?;
-    assert_eq!(
-        String::from_utf8(app.data.unwrap()["database"].0.clone())?,
-        db.name
-    );
+    let app_field = |k: &str| String::from_utf8(app.data.clone().unwrap()[k].0.clone()).unwrap();
+    assert_eq!(app_field("database"), db.name);
+    assert_eq!(app_field("user"), role);
+    let as_agent = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&app_field("uri"))
+        .await?;
+    Memories::open(as_agent.clone()).await?;
+    as_agent.close().await;
+    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await?;
+    }
 
     // CloudNativePG's own Services (which a label copied by inheritedMetadata, or a user, may give
     // the store label) are not the store's: reconciles never delete them.

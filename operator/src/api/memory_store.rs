@@ -64,6 +64,8 @@ pub const MAX_INDEXED_DIMENSIONS: u32 = 2000;
 #[x_kube(validation = Rule::new("self.mode == 'managed' || !has(self.managed)")
     .message("spec.managed is only allowed with mode: managed"))]
 #[x_kube(validation = Rule::new(MODE_IMMUTABLE_RULE).message(MODE_IMMUTABLE_MESSAGE).field_path(".mode"))]
+#[x_kube(validation = Rule::new(SCHEMA_IMMUTABLE_RULE).message(SCHEMA_IMMUTABLE_MESSAGE).field_path(".schema"))]
+#[x_kube(validation = Rule::new(SCHEMA_NAME_RULE).message(SCHEMA_NAME_MESSAGE).field_path(".schema"))]
 #[x_kube(validation = Rule::new("self.embedding.dimensions <= 2000")
     .message("embedding.dimensions is above 2000: pgvector's hnsw and ivfflat indexes support at most 2000 dimensions for the vector type; choose an embedding model (or a dimensions setting of it) with at most 2000")
     .field_path(".embedding.dimensions"))]
@@ -83,6 +85,12 @@ pub struct MemoryStoreSpec {
     /// Settings for mode: cloudnativepg.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloudnativepg: Option<CloudNativePgSpec>,
+    /// PostgreSQL schema holding this store's tables (default `aienv_<name>`, with `-` and `.` as
+    /// `_`). Each store has its own, recorded with the store's UID, so stores sharing a database
+    /// never share tables and a schema with someone else's tables is refused. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub schema: Option<String>,
     /// The embedding model the vectors come from.
     #[serde(default)]
     pub embedding: Embedding,
@@ -102,6 +110,14 @@ pub struct MemoryStoreSpec {
 pub const MODE_IMMUTABLE_RULE: &str = "self.mode == oldSelf.mode";
 /// What the user reads when a mode change is rejected.
 pub const MODE_IMMUTABLE_MESSAGE: &str = "spec.mode cannot be changed: the store's data lives in the current mode's database. To move it, back this store up (pg_dump or a BackupSchedule), create a new MemoryStore with the new mode, restore the backup into it (aienv restore), then point the AiEnvironments' memory.storeRef at the new store";
+
+/// Transition rule: the schema (where the data is) never changes in place.
+pub const SCHEMA_IMMUTABLE_RULE: &str =
+    "(has(self.schema) ? self.schema : '') == (has(oldSelf.schema) ? oldSelf.schema : '')";
+pub const SCHEMA_IMMUTABLE_MESSAGE: &str = "spec.schema cannot be changed: the store's tables live in it. To move them, back the store up, create a new MemoryStore with the new schema and restore into it";
+/// The schema is a plain identifier of the store's own (never `public` or a system schema).
+pub const SCHEMA_NAME_RULE: &str = "!has(self.schema) || (self.schema.matches('^[a-z_][a-z0-9_]*$') && self.schema != 'public' && self.schema != 'information_schema' && !self.schema.startsWith('pg_'))";
+pub const SCHEMA_NAME_MESSAGE: &str = "spec.schema must be a plain lower-case identifier (a-z, 0-9, _; not starting with a digit), and not public, information_schema or pg_*";
 
 /// Where the database comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -292,6 +308,13 @@ pub struct VectorIndex {
     pub hnsw: Option<Hnsw>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ivfflat: Option<IvfFlat>,
+    /// maintenance_work_mem of the session that builds the index (a number with kB, MB or GB).
+    /// An HNSW graph that does not fit builds many times slower; the database must have this much
+    /// memory to spare while the build runs.
+    #[serde(default = "default_maintenance_work_mem")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{1,7}(kB|MB|GB)$')")
+        .message("index.maintenanceWorkMem must be a size like 256MB (a number with kB, MB or GB)"))]
+    pub maintenance_work_mem: String,
 }
 
 impl Default for VectorIndex {
@@ -299,8 +322,14 @@ impl Default for VectorIndex {
         Self {
             hnsw: Some(Hnsw::default()),
             ivfflat: None,
+            maintenance_work_mem: default_maintenance_work_mem(),
         }
     }
+}
+
+/// Four times PostgreSQL's default: a 100k x 768-d HNSW graph fits.
+pub fn default_maintenance_work_mem() -> String {
+    "256MB".to_string()
 }
 
 /// HNSW index parameters (pgvector).
@@ -424,8 +453,12 @@ pub struct MemoryStoreStatus {
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
-    /// The connection Secret (host, port, database, user, password, uri) agents get.
+    /// The connection Secret (host, port, database, schema, user, password, uri) agents get: the
+    /// agents' own role, with DML rights on this store's tables only.
     pub secret_name: String,
+    /// The PostgreSQL schema of this store's tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
 }
 
 /// Row counts.

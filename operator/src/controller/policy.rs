@@ -35,6 +35,14 @@ impl Backoffs {
         *n
     }
 
+    /// Forget the failures of objects `keep` does not name (deleted ones).
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        self.0
+            .lock()
+            .expect("backoff lock")
+            .retain(|(ns, name), _| keep(ns, name));
+    }
+
     /// Forget an object's failures after a successful reconcile.
     pub fn succeeded<K: Resource>(&self, obj: &K) {
         let key = (obj.namespace().unwrap_or_default(), obj.name_any());

@@ -249,6 +249,7 @@ mod tests {
                 lists: 50,
                 probes: 5,
             }),
+            ..Default::default()
         };
         let l = StoreLayout::from_spec(&s).unwrap();
         assert_eq!(

@@ -27,6 +27,12 @@ pub enum MemoryError {
         "the memory schema is not initialised (no aienv_store_config row): is the MemoryStore Ready?"
     )]
     NotInitialised,
+    /// The store's schema belongs to another store, or holds tables the operator did not make.
+    #[error("{0}")]
+    SchemaNotOwned(String),
+    /// The agents' role cannot be created, updated or found.
+    #[error("{0}")]
+    AgentRole(String),
     /// A caller-supplied value is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -42,6 +48,8 @@ impl MemoryError {
             MemoryError::DimensionMismatch { .. } => "DimensionMismatch",
             MemoryError::NotInitialised => "SchemaNotInitialised",
             MemoryError::InvalidArgument(_) => "InvalidArgument",
+            MemoryError::SchemaNotOwned(_) => "SchemaNotOwned",
+            MemoryError::AgentRole(_) => "AgentRoleFailed",
         }
     }
 }

@@ -9,8 +9,11 @@ use sqlx::{
 };
 
 use super::{
+    agent_role::{self, AgentRoleChanges},
+    claim::{self, Claim},
     ddl::{self, INDEX_PREFIX, StoreLayout},
     error::MemoryError,
+    tenancy::{OWNER_TABLE, StoreTarget},
 };
 
 /// Table recording applied migrations (not sqlx's default, so it is recognisably ours).
@@ -19,10 +22,14 @@ pub const MIGRATIONS_TABLE: &str = "aienv_schema_migrations";
 /// Advisory lock key held while migrating and building the per-store DDL ("aienvmem").
 pub const SCHEMA_LOCK_KEY: i64 = 0x6169_656e_766d_656d;
 
+/// Advisory lock key held by the session building a vector index ("aienvidx"), for as long as it
+/// builds: an INVALID index nobody holds this for is a dead build's leftover.
+pub const INDEX_BUILD_LOCK_KEY: i64 = 0x6169_656e_7669_6478;
+
 /// How long to wait for another operator's schema work.
 pub const LOCK_WAIT: Duration = Duration::from_secs(600);
 
-/// Every table the operator creates; what `deletionPolicy: Delete` drops.
+/// Every table the migrations create; with the owner record, what `deletionPolicy: Delete` drops.
 pub const OWNED_TABLES: [&str; 4] = [
     "memories",
     "agent_conversations",
@@ -117,26 +124,45 @@ pub enum IndexState {
     Ready(String),
     /// Not built because the column does not have the wanted dimensions (reindex required).
     Blocked,
+    /// Not there yet (or a dead build's INVALID leftover was dropped): build it (see
+    /// [`super::index_build`]).
+    Missing(String),
+    /// A session (this operator's or another's) is building it now.
+    Building(String),
 }
 
 /// What [`prepare`] did and found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prepared {
+    /// The store's schema.
+    pub schema: String,
+    /// How the store's schema came to be its own.
+    pub claim: Claim,
+    /// What was done to the agents' role.
+    pub agent: AgentRoleChanges,
     /// Migrations applied by this call: (version, description).
     pub applied: Vec<(i64, String)>,
     pub schema_version: i64,
     pub pgvector_version: Option<String>,
     pub reindex: Option<ReindexNeeded>,
     pub index: IndexState,
-    /// Indexes of an earlier layout dropped by this call.
+    /// Indexes of an earlier layout dropped by this call (only once the wanted one is valid).
     pub dropped_indexes: Vec<String>,
+    /// A dead build's INVALID index dropped by this call.
+    pub dropped_invalid: Option<String>,
 }
 
-/// Migrate, type the embedding column and build the index, under the schema advisory lock.
-pub async fn prepare(pool: &PgPool, layout: &StoreLayout) -> Result<Prepared, MemoryError> {
+/// Claim the store's schema, migrate, type the embedding column, look at the index and keep the
+/// agents' role, under the schema advisory lock. The index itself is built by
+/// [`super::index_build::build`], outside the lock: it can take hours.
+pub async fn prepare(
+    pool: &PgPool,
+    target: &StoreTarget,
+    layout: &StoreLayout,
+) -> Result<Prepared, MemoryError> {
     let mut conn = pool.acquire().await?;
     lock(&mut conn, LOCK_WAIT).await?;
-    let result = prepare_locked(&mut conn, layout).await;
+    let result = prepare_locked(&mut conn, target, layout).await;
     let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(SCHEMA_LOCK_KEY)
         .execute(&mut *conn)
@@ -170,8 +196,23 @@ async fn lock(conn: &mut PgConnection, wait: Duration) -> Result<(), MemoryError
 
 async fn prepare_locked(
     conn: &mut PgConnection,
+    target: &StoreTarget,
     layout: &StoreLayout,
 ) -> Result<Prepared, MemoryError> {
+    claim::ensure_vector_extension(conn).await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    let claim = claim::claim_schema(conn, target, &database).await?;
+    let current: Option<String> = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(&mut *conn)
+        .await?;
+    if current.as_deref() != Some(target.schema.as_str()) {
+        return Err(MemoryError::Database(format!(
+            "this connection's search_path does not start with the store's schema {} (it resolves to {current:?}): open it with memory::store_connect_options",
+            target.schema
+        )));
+    }
     let before = applied_versions(conn).await?;
     migrator().run_direct(None, &mut *conn, false).await?;
     let after = applied_versions(conn).await?;
@@ -186,22 +227,27 @@ async fn prepare_locked(
     if reindex.is_none() {
         set_storage(conn, layout).await?;
     }
-    let (index, dropped_indexes) = if reindex.is_some() {
-        (IndexState::Blocked, Vec::new())
+    let (index, dropped_indexes, dropped_invalid) = if reindex.is_some() {
+        (IndexState::Blocked, Vec::new(), None)
     } else {
-        build_index(conn, layout).await?
+        inspect_index(conn, layout).await?
     };
+    let agent = agent_role::ensure(conn, target).await?;
     let pgvector_version: Option<String> =
         sqlx::query_scalar("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             .fetch_optional(&mut *conn)
             .await?;
     Ok(Prepared {
+        schema: target.schema.clone(),
+        claim,
+        agent,
         applied,
         schema_version,
         pgvector_version,
         reindex,
         index,
         dropped_indexes,
+        dropped_invalid,
     })
 }
 
@@ -301,32 +347,59 @@ fn index_params(layout: &StoreLayout) -> serde_json::Value {
     v
 }
 
-/// Build the wanted index concurrently (dropping an invalid leftover of a failed build first),
-/// then drop the operator's indexes of earlier layouts.
-async fn build_index(
+/// Where the wanted index stands. A valid one retires the indexes of earlier layouts; an INVALID
+/// one nobody is building (no holder of [`INDEX_BUILD_LOCK_KEY`]) is a dead build's and is dropped
+/// so it can be built again.
+async fn inspect_index(
     conn: &mut PgConnection,
     layout: &StoreLayout,
-) -> Result<(IndexState, Vec<String>), MemoryError> {
+) -> Result<(IndexState, Vec<String>, Option<String>), MemoryError> {
     let wanted = layout.index_name();
     let ours = our_indexes(conn).await?;
-    if let Some((_, false)) = ours.iter().find(|(n, _)| *n == wanted)
-        && let Some(sql) = ddl::drop_index(&wanted)
-    {
-        sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+    match ours.iter().find(|(n, _)| *n == wanted) {
+        Some((_, true)) => {
+            let mut dropped = Vec::new();
+            for (name, _) in ours.into_iter().filter(|(n, _)| *n != wanted) {
+                if let Some(sql) = ddl::drop_index(&name) {
+                    sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+                    dropped.push(name);
+                }
+            }
+            Ok((IndexState::Ready(wanted), dropped, None))
+        }
+        Some((_, false)) => {
+            if build_in_progress(conn).await? {
+                return Ok((IndexState::Building(wanted), Vec::new(), None));
+            }
+            if let Some(sql) = ddl::drop_index(&wanted) {
+                sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
+            }
+            Ok((
+                IndexState::Missing(wanted.clone()),
+                Vec::new(),
+                Some(wanted),
+            ))
+        }
+        None if build_in_progress(conn).await? => {
+            Ok((IndexState::Building(wanted), Vec::new(), None))
+        }
+        None => Ok((IndexState::Missing(wanted), Vec::new(), None)),
     }
-    if !ours.iter().any(|(n, valid)| *n == wanted && *valid) {
-        sqlx::query(AssertSqlSafe(layout.create_index()))
+}
+
+/// Whether some session holds the index-build lock of this database.
+async fn build_in_progress(conn: &mut PgConnection) -> Result<bool, MemoryError> {
+    let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        .bind(INDEX_BUILD_LOCK_KEY)
+        .fetch_one(&mut *conn)
+        .await?;
+    if got {
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(INDEX_BUILD_LOCK_KEY)
             .execute(&mut *conn)
             .await?;
     }
-    let mut dropped = Vec::new();
-    for (name, _) in ours.into_iter().filter(|(n, _)| *n != wanted) {
-        if let Some(sql) = ddl::drop_index(&name) {
-            sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await?;
-            dropped.push(name);
-        }
-    }
-    Ok((IndexState::Ready(wanted), dropped))
+    Ok(!got)
 }
 
 /// The operator's vector indexes on memories, with whether each is valid.
@@ -342,29 +415,84 @@ async fn our_indexes(conn: &mut PgConnection) -> Result<Vec<(String, bool)>, Mem
         .collect()
 }
 
-/// Row counts for the status.
+/// Tables the planner estimates below this are counted exactly (a few milliseconds); above it the
+/// estimate stands.
+pub const EXACT_COUNT_BELOW: f32 = 100_000.0;
+
+/// Row counts for the status: pending rows exactly, through the partial index on rows without a
+/// vector (its size is the backlog, not the table); the total from the planner's estimate
+/// (`reltuples`, kept by autovacuum and index builds) once the table is large, so a large table
+/// is never scanned for a status line.
 pub async fn counts(pool: &PgPool) -> Result<(i64, i64), MemoryError> {
-    let row = sqlx::query(
-        "SELECT count(*) AS total, count(*) FILTER (WHERE embedding IS NULL) AS pending FROM memories",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok((row.try_get("total")?, row.try_get("pending")?))
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM memories WHERE embedding IS NULL")
+        .fetch_one(pool)
+        .await?;
+    let estimate: f32 =
+        sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'memories'::regclass")
+            .fetch_one(pool)
+            .await?;
+    let total = if estimate < EXACT_COUNT_BELOW {
+        sqlx::query_scalar("SELECT count(*) FROM memories")
+            .fetch_one(pool)
+            .await?
+    } else {
+        (estimate.round() as i64).max(pending)
+    };
+    Ok((total, pending))
 }
 
-/// Drop every table the operator created (deletionPolicy: Delete). The extension and the database
-/// itself stay: they may be shared with others in external mode.
-pub async fn drop_owned(pool: &PgPool) -> Result<(), MemoryError> {
+/// Drop the store's tables, its agents' role and its schema (deletionPolicy: Delete), if the
+/// schema is recorded as this store's; otherwise drop nothing and say why. The extension and the
+/// database stay: they may be shared with others in external mode.
+pub async fn drop_owned(pool: &PgPool, target: &StoreTarget) -> Result<Dropped, MemoryError> {
     let mut conn = pool.acquire().await?;
     lock(&mut conn, LOCK_WAIT).await?;
-    let sql = format!("DROP TABLE IF EXISTS {} CASCADE", OWNED_TABLES.join(", "));
-    let res = sqlx::query(AssertSqlSafe(sql)).execute(&mut *conn).await;
+    let res = drop_locked(&mut conn, target).await;
     let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(SCHEMA_LOCK_KEY)
         .execute(&mut *conn)
         .await;
-    res?;
-    Ok(())
+    res
+}
+
+/// What [`drop_owned`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    All,
+    /// Tables and role dropped; the schema kept because someone else's objects are in it.
+    KeptSchema(String),
+    /// Nothing dropped: the schema is not this store's.
+    Refused(String),
+}
+
+async fn drop_locked(
+    conn: &mut PgConnection,
+    target: &StoreTarget,
+) -> Result<Dropped, MemoryError> {
+    if let Some(refusal) = claim::foreign_owner(conn, target).await? {
+        return Ok(Dropped::Refused(refusal));
+    }
+    let s = &target.schema;
+    let tables: Vec<String> = OWNED_TABLES
+        .iter()
+        .chain(std::iter::once(&OWNER_TABLE))
+        .map(|t| format!("{s}.{t}"))
+        .collect();
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {} CASCADE",
+        tables.join(", ")
+    )))
+    .execute(&mut *conn)
+    .await?;
+    agent_role::drop(conn, target).await?;
+    // RESTRICT: whatever else someone put in the schema stays, and so does the schema.
+    if let Err(e) = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {s} RESTRICT")))
+        .execute(&mut *conn)
+        .await
+    {
+        return Ok(Dropped::KeptSchema(super::error::describe(&e)));
+    }
+    Ok(Dropped::All)
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@
 use std::time::{Duration, Instant};
 
 use aienv::{
-    api::memory_store::MemoryStoreSpec,
-    memory::{Filter, Memories, MemoryType, NewMemory, ddl::StoreLayout, schema},
+    api::memory_store::{MemoryStoreSpec, default_maintenance_work_mem},
+    memory::{
+        Filter, Memories, MemoryType, NewMemory, ddl::StoreLayout, index_build::prepare_and_build,
+    },
 };
-use aienv_tests::testenv::TestEnv;
+use aienv_tests::testenv::{TEST_SCHEMA, TestEnv};
 use anyhow::Context as _;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -208,17 +210,11 @@ async fn main() -> anyhow::Result<()> {
     let corpus = Corpus::new(a.clusters, &mut rng);
     let spec: MemoryStoreSpec = serde_saphyr::from_str("mode: external\n")?;
     let layout = StoreLayout::from_spec(&spec).expect("default layout");
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "ALTER DATABASE \"{}\" SET maintenance_work_mem = '2GB'",
-        db.name
-    )))
-    .execute(&db.pool)
-    .await?;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .connect(&db.url)
-        .await?;
-    schema::prepare(&pool, &layout).await?;
+    // The index is built the way the operator builds it: in its own session, with the
+    // MemoryStore's default maintenance_work_mem.
+    let build_memory = default_maintenance_work_mem();
+    let pool = db.pool_on(TEST_SCHEMA, 8).await?;
+    prepare_and_build(&pool, &db.target, &layout, &build_memory).await?;
     let mem = Memories::open(pool.clone()).await?;
     println!(
         "bench-memory: rows={} dims={DIMS} clusters={} queries={} k={K}; index {} ef_search={} iterative_scan=relaxed_order (filtered) max_scan_tuples={}",
@@ -303,9 +299,9 @@ async fn main() -> anyhow::Result<()> {
         .execute(&pool)
         .await?;
     let t = Instant::now();
-    schema::prepare(&pool, &layout).await?;
+    prepare_and_build(&pool, &db.target, &layout, &build_memory).await?;
     println!(
-        "load: {} rows in {:.1}s ({:.0} rows/s, no index); HNSW build {:.1}s",
+        "load: {} rows in {:.1}s ({:.0} rows/s, no index); HNSW build {:.1}s (maintenance_work_mem {build_memory}, the operator's default)",
         a.rows,
         load.as_secs_f64(),
         a.rows as f64 / load.as_secs_f64(),

@@ -60,6 +60,10 @@ pub const DEFAULT_CNPG_IMAGE: &str = "ghcr.io/cloudnative-pg/postgresql:18-stand
 pub fn credentials_secret_name(store: &str) -> String {
     format!("{store}-credentials")
 }
+/// The agents' role and password (basic-auth, as CloudNativePG's managed roles read it).
+pub fn agent_secret_name(store: &str) -> String {
+    format!("{store}-agent")
+}
 pub fn app_secret_name(store: &str) -> String {
     format!("{store}-app")
 }
@@ -129,6 +133,24 @@ pub fn credentials_secret(store: &MemoryStore, password: String) -> Secret {
             ("username".into(), PG_USER.into()),
             ("password".into(), password),
             ("database".into(), PG_DATABASE.into()),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// The agents' login: generated once (create-if-absent), kept like the credentials (owned only
+/// under `deletionPolicy: Delete`). `<store>-app` carries the same login as a connection.
+pub fn agent_secret(store: &MemoryStore, role: &str, password: String) -> Secret {
+    let mut metadata = meta(store, agent_secret_name(&store.name_any()));
+    if store.spec.deletion_policy == DeletionPolicy::Retain {
+        metadata.owner_references = None;
+    }
+    Secret {
+        metadata,
+        type_: Some("kubernetes.io/basic-auth".into()),
+        string_data: Some(BTreeMap::from([
+            ("username".into(), role.into()),
+            ("password".into(), password),
         ])),
         ..Default::default()
     }
@@ -499,7 +521,13 @@ pub fn cnpg_api_resource() -> ApiResource {
 /// owned by `aienv`, with the vector extension created by the superuser at bootstrap. No
 /// `inheritedMetadata` with our labels: CloudNativePG copies it onto its own Services and pods,
 /// which must never look like children of the store (its pods carry `cnpg.io/cluster`).
-pub fn cnpg_cluster(store: &MemoryStore, spec: &CloudNativePgSpec) -> DynamicObject {
+/// The Cluster, with the agents' role as a CloudNativePG managed role (password from
+/// `<store>-agent`): the app user owns the database but may not create roles.
+pub fn cnpg_cluster(
+    store: &MemoryStore,
+    spec: &CloudNativePgSpec,
+    agent_role: &str,
+) -> DynamicObject {
     let name = cnpg_cluster_name(&store.name_any());
     let mut storage = serde_json::json!({"size": spec.storage.size});
     if let Some(class) = &spec.storage.storage_class_name {
@@ -520,6 +548,18 @@ pub fn cnpg_cluster(store: &MemoryStore, spec: &CloudNativePgSpec) -> DynamicObj
                 "owner": PG_USER,
                 "postInitApplicationSQL": ["CREATE EXTENSION IF NOT EXISTS vector"],
             }},
+            "managed": {"roles": [{
+                "name": agent_role,
+                "ensure": "present",
+                "login": true,
+                "superuser": false,
+                "createdb": false,
+                "createrole": false,
+                "inherit": false,
+                "replication": false,
+                "bypassrls": false,
+                "passwordSecret": {"name": agent_secret_name(&store.name_any())},
+            }]},
         }
     }));
     obj.metadata = meta(store, name);
@@ -656,14 +696,14 @@ spec:
         let retain = store(
             "apiVersion: aienv.orchestr8.io/v1alpha1\nkind: MemoryStore\nmetadata: {name: m, namespace: t}\nspec: {mode: cloudnativepg, cloudnativepg: {instances: 3}}\n",
         );
-        let c = cnpg_cluster(&retain, retain.spec.cloudnativepg.as_ref().unwrap());
+        let c = cnpg_cluster(&retain, retain.spec.cloudnativepg.as_ref().unwrap(), "r");
         assert!(
             c.metadata.owner_references.is_none(),
             "Retain: the GC must not delete the database"
         );
         let mut delete = retain.clone();
         delete.spec.deletion_policy = DeletionPolicy::Delete;
-        let c = cnpg_cluster(&delete, delete.spec.cloudnativepg.as_ref().unwrap());
+        let c = cnpg_cluster(&delete, delete.spec.cloudnativepg.as_ref().unwrap(), "r");
         assert_eq!(c.metadata.owner_references.unwrap()[0].kind, "MemoryStore");
     }
 
@@ -679,11 +719,21 @@ spec:
   cloudnativepg: {instances: 3, storage: {size: 20Gi}}
 "#,
         );
-        let c = cnpg_cluster(&s, s.spec.cloudnativepg.as_ref().unwrap());
+        let c = cnpg_cluster(
+            &s,
+            s.spec.cloudnativepg.as_ref().unwrap(),
+            "aienv_mem_agent_x",
+        );
         assert_eq!(c.metadata.name.as_deref(), Some("mem-pg"));
         assert_eq!(c.data["spec"]["instances"], 3);
         assert_eq!(c.data["spec"]["storage"]["size"], "20Gi");
         assert_eq!(c.data["spec"]["imageName"], DEFAULT_CNPG_IMAGE);
         assert_eq!(cnpg_app_secret_name("mem"), "mem-pg-app");
+        // The agents' role is CloudNativePG's to create, with the password of `<store>-agent`.
+        let role = &c.data["spec"]["managed"]["roles"][0];
+        assert_eq!(role["name"], "aienv_mem_agent_x");
+        assert_eq!(role["login"], true);
+        assert_eq!(role["superuser"], false);
+        assert_eq!(role["passwordSecret"]["name"], "mem-agent");
     }
 }

@@ -22,6 +22,9 @@ pub struct ConnInfo {
     /// ClusterIP, which routes without cluster DNS (also for an operator run outside the cluster
     /// on a node, as in the tests). Agents get `host`.
     pub dial_host: Option<String>,
+    /// The store's schema: URIs search it first (`options=-c search_path=…`), for clients that
+    /// log in as a role without a `search_path` of its own.
+    pub schema: Option<String>,
 }
 
 impl fmt::Debug for ConnInfo {
@@ -63,6 +66,16 @@ impl ConnInfo {
         self.uri_for(self.dial_host.as_deref().unwrap_or(&self.host))
     }
 
+    /// The same database, as the agents' role of the store's schema.
+    pub fn as_agent(&self, role: &str, password: &str, schema: &str) -> Self {
+        ConnInfo {
+            user: role.to_string(),
+            password: password.to_string(),
+            schema: Some(schema.to_string()),
+            ..self.clone()
+        }
+    }
+
     /// Connect to `host` instead of the published host (`None` keeps the published one).
     pub fn dialing(self, host: Option<String>) -> Self {
         ConnInfo {
@@ -80,6 +93,15 @@ impl ConnInfo {
         let _ = u.set_password(Some(&self.password));
         u.set_path(&format!("/{}", self.database));
         u.set_query(self.params.as_deref());
+        if let Some(schema) = &self.schema {
+            u.query_pairs_mut().append_pair(
+                "options",
+                &format!(
+                    "-c search_path={}",
+                    crate::memory::tenancy::search_path(schema)
+                ),
+            );
+        }
         u.to_string()
     }
 
@@ -103,6 +125,9 @@ impl ConnInfo {
             ("password".into(), self.password.clone()),
             ("uri".into(), self.uri()),
         ])
+        .into_iter()
+        .chain(self.schema.clone().map(|s| ("schema".to_string(), s)))
+        .collect()
     }
 }
 
@@ -144,6 +169,7 @@ pub fn parse_uri(uri: &str, origin: &str) -> Result<ConnInfo, ConnProblem> {
         password: u.password().map(decode).unwrap_or_default(),
         params: u.query().filter(|q| !q.is_empty()).map(str::to_string),
         dial_host: None,
+        schema: None,
     })
 }
 
@@ -205,6 +231,7 @@ pub fn from_credentials(secret: &Secret, host: String, port: u16) -> Result<Conn
         password: get("password")?,
         params: None,
         dial_host: None,
+        schema: None,
     })
 }
 
@@ -229,6 +256,7 @@ pub fn from_cnpg_secret(secret: &Secret) -> Result<ConnInfo, ConnProblem> {
         password: text(&data, "password").ok_or_else(|| missing("password"))?,
         params: None,
         dial_host: None,
+        schema: None,
     })
 }
 

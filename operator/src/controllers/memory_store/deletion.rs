@@ -14,7 +14,10 @@ use super::{FINALIZER, State, children, connection};
 use crate::{
     api::{common::SecretKeyRef, memory_store::MemoryStore},
     controller::{Error, Result, finalizer},
-    memory::schema,
+    memory::{
+        schema,
+        tenancy::{AgentLogin, StoreIdentity, StoreTarget},
+    },
 };
 
 /// What deletion needs to know, read from a decoded or a raw object.
@@ -23,6 +26,7 @@ pub struct Plan {
     pub delete_data: bool,
     pub mode: String,
     pub external: Option<SecretKeyRef>,
+    pub schema: Option<String>,
 }
 
 impl Plan {
@@ -39,6 +43,10 @@ impl Plan {
                 .unwrap_or("managed")
                 .to_string(),
             external,
+            schema: spec
+                .get("schema")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
         }
     }
 }
@@ -49,7 +57,16 @@ pub async fn finalize(store: &MemoryStore, ns: &str, state: &State) -> Result<Ac
     let plan = Plan::from_raw(&spec);
     let has = store.finalizers().iter().any(|f| f == FINALIZER);
     if has {
-        run(&plan, ns, &store.name_any(), &store.object_ref(&()), state).await?;
+        let uid = store.metadata.uid.clone().unwrap_or_default();
+        run(
+            &plan,
+            ns,
+            &store.name_any(),
+            &uid,
+            &store.object_ref(&()),
+            state,
+        )
+        .await?;
         let api: Api<MemoryStore> = Api::namespaced(state.ctx.client.clone(), ns);
         finalizer::remove_finalizer(&api, store, FINALIZER).await?;
     }
@@ -67,7 +84,8 @@ pub async fn finalize_raw(ns: &str, name: &str, state: &State) -> Result<Action>
     if obj.finalizers().iter().any(|f| f == FINALIZER) {
         let plan = Plan::from_raw(&obj.data["spec"]);
         let oref = obj.object_ref(&ar);
-        run(&plan, ns, name, &oref, state).await?;
+        let uid = obj.metadata.uid.clone().unwrap_or_default();
+        run(&plan, ns, name, &uid, &oref, state).await?;
         finalizer::remove_finalizer(&api, &obj, FINALIZER).await?;
     }
     state.pools.forget(ns, name);
@@ -78,6 +96,7 @@ async fn run(
     plan: &Plan,
     ns: &str,
     name: &str,
+    uid: &str,
     oref: &k8s_openapi::api::core::v1::ObjectReference,
     state: &State,
 ) -> Result<()> {
@@ -131,22 +150,62 @@ async fn run(
                     return Ok(());
                 }
             };
-            let pool = state.pools.get(ns, name, &conn).map_err(Error::Database)?;
-            schema::drop_owned(&pool)
+            let identity = StoreIdentity {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                uid: uid.to_string(),
+            };
+            // The agent login only marks the role as the operator's to drop.
+            let target = match StoreTarget::new(
+                identity,
+                &conn.database,
+                plan.schema.as_deref(),
+                Some(AgentLogin::Password(String::new())),
+            ) {
+                Ok(t) => t,
+                Err(m) => {
+                    ctx.event(oref, EventType::Warning, "DataNotDeleted", "Delete", m)
+                        .await;
+                    return Ok(());
+                }
+            };
+            let pool = state
+                .pools
+                .get(ns, name, &conn, &target.schema)
+                .map_err(Error::Database)?;
+            let refused = schema::drop_owned(&pool, &target)
                 .await
                 .map_err(|e| Error::Database(e.to_string()))?;
-            ctx.event(
-                oref,
-                EventType::Normal,
-                "DataDeleted",
-                "Delete",
-                format!(
-                    "deletionPolicy Delete: dropped tables {} on {}",
-                    schema::OWNED_TABLES.join(", "),
-                    conn.display()
+            let what = format!(
+                "tables {} and role {} on {}",
+                schema::OWNED_TABLES.join(", "),
+                target.agent_role,
+                conn.display()
+            );
+            let (kind, reason, message) = match refused {
+                schema::Dropped::All => (
+                    EventType::Normal,
+                    "DataDeleted",
+                    format!(
+                        "deletionPolicy Delete: dropped schema {} ({what})",
+                        target.schema
+                    ),
                 ),
-            )
-            .await;
+                schema::Dropped::KeptSchema(why) => (
+                    EventType::Normal,
+                    "DataDeleted",
+                    format!(
+                        "deletionPolicy Delete: dropped {what}; kept schema {}, which holds other objects: {why}",
+                        target.schema
+                    ),
+                ),
+                schema::Dropped::Refused(why) => (
+                    EventType::Warning,
+                    "DataNotDeleted",
+                    format!("deletionPolicy Delete, but nothing was dropped: {why}"),
+                ),
+            };
+            ctx.event(oref, kind, reason, "Delete", message).await;
         }
         // CloudNativePG: the owned Cluster is garbage-collected and CloudNativePG removes its
         // PVCs itself.

@@ -5,6 +5,8 @@
 pub mod children;
 pub mod connection;
 pub mod deletion;
+mod events;
+pub mod index_builds;
 pub mod pools;
 pub mod status;
 
@@ -28,12 +30,13 @@ use kube::{
         watcher,
     },
 };
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, info_span, warn};
 
 use self::{
     connection::{ConnInfo, ConnProblem},
+    index_builds::{BUILD_POLL, BuildSeen, IndexBuilds},
     pools::Pools,
-    status::Finding,
+    status::{Finding, IndexReport},
 };
 use crate::{
     api::memory_store::{
@@ -44,7 +47,13 @@ use crate::{
         Context, Error, Result, apply, finalizer, mapping,
         policy::{self, Backoffs},
     },
-    memory::{ddl::StoreLayout, error::describe, schema},
+    memory::{
+        ddl::StoreLayout,
+        error::describe,
+        index_build,
+        schema::{self, IndexState},
+        tenancy::{AgentLogin, StoreIdentity, StoreTarget},
+    },
 };
 
 /// Label of this controller in metrics and logs.
@@ -58,6 +67,20 @@ pub struct State {
     pub ctx: Arc<Context>,
     pools: Pools,
     backoffs: Backoffs,
+    builds: IndexBuilds,
+    stores: Store<Guarded>,
+}
+
+impl State {
+    /// Forget the pools, backoffs and builds of stores that are gone (a store deleted under
+    /// Retain has no finalizer, so no reconcile ever sees it go).
+    fn sweep(&self) {
+        let present =
+            |ns: &str, name: &str| self.stores.get(&ObjectRef::new(name).within(ns)).is_some();
+        self.pools.retain(present);
+        self.backoffs.retain(present);
+        self.builds.retain(present);
+    }
 }
 
 /// Run the controller until `shutdown` resolves.
@@ -71,6 +94,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         ctx: ctx.clone(),
         pools: Pools::default(),
         backoffs: Backoffs::default(),
+        builds: IndexBuilds::default(),
+        stores: store.clone(),
     });
     let owned_cfg = || cfg().labels(children::LABEL_STORE);
     policy::drain(
@@ -108,12 +133,14 @@ fn stores_using(
             || name == children::cnpg_app_secret_name(&n)
             || name == children::credentials_secret_name(&n)
             || name == children::app_secret_name(&n)
+            || name == children::agent_secret_name(&n)
     })
 }
 
 async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
     let ctx = &state.ctx;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
+    state.sweep();
     let store = match &guarded.0 {
         Ok(s) => s,
         Err(invalid) => {
@@ -155,21 +182,35 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
 
 type Observed = (Finding, Option<Endpoint>, Option<Counts>);
 
-/// Provision what the mode needs, connect, migrate, and report.
+/// Provision what the mode needs, connect, claim the schema, migrate, build the index and the
+/// agents' login, and report.
 async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Result<Observed> {
     let ctx = &state.ctx;
+    let invalid = |message: String| {
+        Ok((
+            Finding::Invalid {
+                reason: "InvalidSpec".into(),
+                message,
+            },
+            None,
+            None,
+        ))
+    };
     let layout = match StoreLayout::from_spec(&store.spec) {
         Ok(l) => l,
-        Err(p) => {
-            return Ok((
-                Finding::Invalid {
-                    reason: "InvalidSpec".into(),
-                    message: p.0,
-                },
-                None,
-                None,
-            ));
-        }
+        Err(p) => return invalid(p.0),
+    };
+    if let Err(m) = index_build::check_memory_setting(&store.spec.index.maintenance_work_mem) {
+        return invalid(m);
+    }
+    let identity = StoreIdentity {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        uid: store
+            .metadata
+            .uid
+            .clone()
+            .ok_or(Error::MissingField("metadata.uid"))?,
     };
     // Refuse before anything is applied when `<store>-app` belongs to someone else.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
@@ -194,7 +235,15 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             None,
         ));
     }
-    let conn = match provision(store, ns, name, ctx).boxed().await? {
+    let target_on = |database: &str| {
+        StoreTarget::new(
+            identity.clone(),
+            database,
+            store.spec.schema.as_deref(),
+            None,
+        )
+    };
+    let conn = match provision(store, ns, name, ctx, &target_on).boxed().await? {
         Ok(c) => c,
         Err(p) => {
             return Ok((
@@ -207,19 +256,41 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             ));
         }
     };
-    apply::apply(
-        &secrets,
-        apply::manager::MEMORY_STORE,
-        &children::app_secret(store, conn.secret_data()),
-    )
-    .await?;
+    // CloudNativePG's Cluster declares the role for its own database, whatever the app Secret says.
+    let role_database = match store.spec.mode {
+        StoreMode::Cloudnativepg => children::PG_DATABASE,
+        _ => conn.database.as_str(),
+    };
+    let mut target = match target_on(role_database) {
+        Ok(t) => t,
+        Err(m) => return invalid(m),
+    };
+    let agent = ensure_agent_secret(&secrets, store, &target.agent_role).await?;
+    let Some(agent_password) = secret_text(&agent, "password") else {
+        return Ok((
+            Finding::NotConnected {
+                reason: "CredentialsInvalid".into(),
+                message: format!(
+                    "Secret {ns}/{} lacks key \"password\": delete it to have a new agent password generated",
+                    children::agent_secret_name(name)
+                ),
+            },
+            None,
+            None,
+        ));
+    };
+    target.agent = Some(match store.spec.mode {
+        StoreMode::Cloudnativepg => AgentLogin::ProvidedRole,
+        _ => AgentLogin::Password(agent_password.clone()),
+    });
     let endpoint = Endpoint {
         host: conn.host.clone(),
         port: conn.port,
         secret_name: app_name,
+        schema: Some(target.schema.clone()),
     };
     let shown = conn.display();
-    let pool = match state.pools.get(ns, name, &conn) {
+    let pool = match state.pools.get(ns, name, &conn, &target.schema) {
         Ok(p) => p,
         Err(e) => {
             return Ok((
@@ -246,12 +317,13 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             None,
         ));
     }
-    let prepared = match schema::prepare(&pool, &layout).boxed().await {
+    let prepared = match schema::prepare(&pool, &target, &layout).boxed().await {
         Ok(p) => p,
         Err(e) => {
             return Ok((
                 Finding::SchemaFailed {
                     endpoint: shown,
+                    reason: e.label().into(),
                     message: e.to_string(),
                 },
                 Some(endpoint),
@@ -259,30 +331,16 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             ));
         }
     };
-    let oref = store.object_ref(&());
-    for (version, description) in &prepared.applied {
-        info!(version, %description, "applied schema migration");
-        // One action per version: the event recorder folds Events with equal (reason, action)
-        // into one series, and each migration deserves its own Event.
-        ctx.event(
-            &oref,
-            EventType::Normal,
-            "MigrationApplied",
-            &format!("MigrateToVersion{version}"),
-            format!("applied schema migration {version} ({description}) on {shown}"),
-        )
-        .await;
-    }
-    for dropped in &prepared.dropped_indexes {
-        ctx.event(
-            &oref,
-            EventType::Normal,
-            "IndexReplaced",
-            "Migrate",
-            format!("dropped index {dropped} of an earlier index layout"),
-        )
-        .await;
-    }
+    events::prepared(ctx, &store.object_ref(&()), &prepared, &target, &shown).await;
+    // Agents get their own login only once the role and its grants exist; never the owner's.
+    let agent_conn = conn.as_agent(&target.agent_role, &agent_password, &target.schema);
+    apply::apply(
+        &secrets,
+        apply::manager::MEMORY_STORE,
+        &children::app_secret(store, agent_conn.secret_data()),
+    )
+    .await?;
+    let index = index_report(store, ns, name, &pool, &layout, &prepared, state).await;
     let counts = schema::counts(&pool)
         .boxed()
         .await
@@ -296,18 +354,106 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             endpoint: shown,
             prepared,
             layout,
+            index,
         },
         Some(endpoint),
         counts,
     ))
 }
 
-/// Apply the mode's children and work out the connection details.
+/// Start (or look at) the background build of a missing index.
+async fn index_report(
+    store: &MemoryStore,
+    ns: &str,
+    name: &str,
+    pool: &sqlx::PgPool,
+    layout: &StoreLayout,
+    prepared: &schema::Prepared,
+    state: &State,
+) -> IndexReport {
+    let progress = || async {
+        match index_build::progress(pool).await {
+            Ok(Some(p)) => p.describe(),
+            _ => "starting".to_string(),
+        }
+    };
+    match &prepared.index {
+        IndexState::Ready(_) | IndexState::Blocked => IndexReport::Built,
+        IndexState::Building(_) => IndexReport::Building(progress().await),
+        IndexState::Missing(index) => {
+            let seen = state.builds.ensure(
+                ns,
+                name,
+                pool,
+                layout,
+                &store.spec.index.maintenance_work_mem,
+            );
+            match seen {
+                BuildSeen::Failed(m) => IndexReport::Failed(m),
+                BuildSeen::Started => {
+                    state
+                        .ctx
+                        .event(
+                            &store.object_ref(&()),
+                            EventType::Normal,
+                            "IndexBuildStarted",
+                            "BuildIndex",
+                            format!(
+                                "building index {index} in the background (maintenance_work_mem {})",
+                                store.spec.index.maintenance_work_mem
+                            ),
+                        )
+                        .await;
+                    IndexReport::Building("starting".into())
+                }
+                BuildSeen::Running => IndexReport::Building(progress().await),
+            }
+        }
+    }
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .filter(|s| !s.is_empty())
+}
+
+/// `<store>-agent`: generated once, kept like the credentials; its username follows the role.
+async fn ensure_agent_secret(
+    secrets: &Api<Secret>,
+    store: &MemoryStore,
+    role: &str,
+) -> Result<Secret> {
+    let m = apply::manager::MEMORY_STORE;
+    let wanted = children::agent_secret(store, role, children::generate_password());
+    let current = apply::create_if_absent(secrets, m, &wanted).await?;
+    let current = own_credentials_per_policy(secrets, current, &wanted, store).await?;
+    let ours = current
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(children::LABEL_STORE))
+        == Some(&store.name_any());
+    match secret_text(&current, "password") {
+        Some(password) if ours && secret_text(&current, "username").as_deref() != Some(role) => {
+            let fixed = children::agent_secret(store, role, password);
+            apply::apply(secrets, m, &fixed).await
+        }
+        _ => Ok(current),
+    }
+}
+
+/// Apply the mode's children and work out the owner's connection details. `target_on` names the
+/// store's schema and agents' role for a database (CloudNativePG's Cluster declares the role).
 async fn provision(
     store: &MemoryStore,
     ns: &str,
     name: &str,
     ctx: &Context,
+    target_on: &(dyn Fn(&str) -> std::result::Result<StoreTarget, String> + Sync),
 ) -> Result<Result<ConnInfo, ConnProblem>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let m = apply::manager::MEMORY_STORE;
@@ -356,9 +502,20 @@ async fn provision(
                     message: "mode: cloudnativepg needs spec.cloudnativepg".into(),
                 }));
             };
+            let role = match target_on(children::PG_DATABASE) {
+                Ok(t) => t.agent_role,
+                Err(message) => {
+                    return Ok(Err(ConnProblem {
+                        reason: "InvalidSpec",
+                        message,
+                    }));
+                }
+            };
+            // CloudNativePG reads the role's password from this Secret: it must exist first.
+            ensure_agent_secret(&secrets, store, &role).await?;
             let ar = children::cnpg_api_resource();
             let clusters: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
-            let cluster = children::cnpg_cluster(store, spec);
+            let cluster = children::cnpg_cluster(store, spec, &role);
             let pp = kube::api::PatchParams::apply(m).force();
             match clusters
                 .patch(
@@ -444,6 +601,10 @@ async fn write_status(
     ctx: &Context,
 ) -> Result<Action> {
     let requeue = match &finding {
+        Finding::Prepared {
+            index: IndexReport::Building(_),
+            ..
+        } => Action::requeue(BUILD_POLL),
         Finding::Prepared { .. } => Action::requeue(Duration::from_secs(60)),
         Finding::Invalid { .. } => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(15)),

@@ -26,10 +26,22 @@ pub struct Pools {
 }
 
 impl Pools {
-    /// The pool for `ns/name`, created lazily (no connection is opened here).
-    pub fn get(&self, ns: &str, name: &str, conn: &ConnInfo) -> Result<PgPool, String> {
+    /// The pool for `ns/name`, its connections searching `schema` first, created lazily (no
+    /// connection is opened here).
+    pub fn get(
+        &self,
+        ns: &str,
+        name: &str,
+        conn: &ConnInfo,
+        schema: &str,
+    ) -> Result<PgPool, String> {
         let uri = conn.dial_uri();
-        let fp: [u8; 32] = Sha256::digest(uri.as_bytes()).into();
+        let fp: [u8; 32] = Sha256::new()
+            .chain_update(uri.as_bytes())
+            .chain_update([0])
+            .chain_update(schema.as_bytes())
+            .finalize()
+            .into();
         let key = (ns.to_string(), name.to_string());
         let mut pools = self.pools.lock().expect("pools lock");
         if let Some((old, pool)) = pools.get(&key)
@@ -38,7 +50,8 @@ impl Pools {
             return Ok(pool.clone());
         }
         let opts: PgConnectOptions = uri.parse().map_err(|e: sqlx::Error| describe(&e))?;
-        let opts = opts.application_name("aienv-operator");
+        let opts =
+            crate::memory::store_connect_options(opts, schema).application_name("aienv-operator");
         let pool = PgPoolOptions::new()
             .max_connections(3)
             .min_connections(0)
@@ -49,6 +62,22 @@ impl Pools {
             tokio::spawn(async move { old.close().await });
         }
         Ok(pool)
+    }
+
+    /// Forget (and close) the pools of stores `keep` does not name: a store deleted under Retain
+    /// has no finalizer, so its deletion is never reconciled.
+    pub fn retain(&self, keep: impl Fn(&str, &str) -> bool) {
+        let mut pools = self.pools.lock().expect("pools lock");
+        let gone: Vec<Key> = pools
+            .keys()
+            .filter(|(ns, name)| !keep(ns, name))
+            .cloned()
+            .collect();
+        for key in gone {
+            if let Some((_, pool)) = pools.remove(&key) {
+                tokio::spawn(async move { pool.close().await });
+            }
+        }
     }
 
     /// Forget (and close) the pool of a deleted store.

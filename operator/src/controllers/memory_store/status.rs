@@ -21,14 +21,30 @@ pub enum Finding {
     Invalid { reason: String, message: String },
     /// No usable connection yet (secret missing, CloudNativePG absent, unreachable, …).
     NotConnected { reason: String, message: String },
-    /// Connected, but migrating or the per-store DDL failed.
-    SchemaFailed { endpoint: String, message: String },
+    /// Connected, but claiming the schema, migrating, the per-store DDL or the agents' role
+    /// failed (`reason` is the memory layer's label).
+    SchemaFailed {
+        endpoint: String,
+        reason: String,
+        message: String,
+    },
     /// Connected and prepared.
     Prepared {
         endpoint: String,
         prepared: Prepared,
         layout: StoreLayout,
+        index: IndexReport,
     },
+}
+
+/// Where the vector index stands, beyond what [`Prepared`] saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexReport {
+    Built,
+    /// Building in the background; the text says how far.
+    Building(String),
+    /// The last build failed; retried later.
+    Failed(String),
 }
 
 fn index_text(layout: &StoreLayout) -> String {
@@ -72,20 +88,25 @@ pub fn conditions(f: &Finding) -> Vec<Desired> {
             ),
             Desired::false_(READY, reason.clone(), message.clone()),
         ],
-        Finding::SchemaFailed { endpoint, message } => vec![
+        Finding::SchemaFailed {
+            endpoint,
+            reason,
+            message,
+        } => vec![
             Desired::true_(
                 DATABASE_READY,
                 "Connected",
                 format!("connected to {endpoint}"),
             ),
-            Desired::false_(SCHEMA_READY, "MigrationFailed", message.clone()),
-            Desired::unknown(INDEX_READY, "MigrationFailed", "schema is not ready"),
-            Desired::false_(READY, "MigrationFailed", message.clone()),
+            Desired::false_(SCHEMA_READY, reason.clone(), message.clone()),
+            Desired::unknown(INDEX_READY, reason.clone(), "schema is not ready"),
+            Desired::false_(READY, reason.clone(), message.clone()),
         ],
         Finding::Prepared {
             endpoint,
             prepared,
             layout,
+            index,
         } => {
             let db = Desired::true_(
                 DATABASE_READY,
@@ -98,7 +119,10 @@ pub fn conditions(f: &Finding) -> Vec<Desired> {
             let schema = Desired::true_(
                 SCHEMA_READY,
                 "Migrated",
-                format!("schema version {}", prepared.schema_version),
+                format!(
+                    "schema {} at version {}",
+                    prepared.schema, prepared.schema_version
+                ),
             );
             match &prepared.reindex {
                 Some(r) => {
@@ -114,7 +138,27 @@ pub fn conditions(f: &Finding) -> Vec<Desired> {
                 None => vec![
                     db,
                     schema,
-                    Desired::true_(INDEX_READY, "IndexBuilt", index_text(layout)),
+                    match index {
+                        IndexReport::Built => {
+                            Desired::true_(INDEX_READY, "IndexBuilt", index_text(layout))
+                        }
+                        IndexReport::Building(progress) => Desired::false_(
+                            INDEX_READY,
+                            "IndexBuilding",
+                            format!(
+                                "building {} in the background: {progress}; searches scan the table meanwhile",
+                                index_text(layout)
+                            ),
+                        ),
+                        IndexReport::Failed(message) => Desired::false_(
+                            INDEX_READY,
+                            "IndexBuildFailed",
+                            format!(
+                                "building {} failed (retried every minute): {message}",
+                                index_text(layout)
+                            ),
+                        ),
+                    },
                     Desired::false_(
                         REINDEX_REQUIRED,
                         "EmbeddingUnchanged",
@@ -123,13 +167,20 @@ pub fn conditions(f: &Finding) -> Vec<Desired> {
                             layout.model, layout.dimensions
                         ),
                     ),
+                    // Usable while the index builds: reads and writes work, searches scan.
                     Desired::true_(
                         READY,
                         "StoreReady",
                         format!(
-                            "{endpoint}: schema {}, {}",
+                            "{endpoint}: schema {} v{}, {}{}",
+                            prepared.schema,
                             prepared.schema_version,
-                            index_text(layout)
+                            index_text(layout),
+                            if *index == IndexReport::Built {
+                                ""
+                            } else {
+                                " (not built yet)"
+                            }
                         ),
                     ),
                 ],
@@ -153,6 +204,10 @@ mod tests {
 
     fn prepared(reindex: Option<ReindexNeeded>) -> Prepared {
         Prepared {
+            schema: "aienv_mem".into(),
+            claim: crate::memory::claim::Claim::Owned,
+            agent: Default::default(),
+            dropped_invalid: None,
             applied: vec![],
             schema_version: 4,
             pgvector_version: Some("0.8.1".into()),
@@ -176,6 +231,7 @@ mod tests {
             endpoint: "db:5432/x".into(),
             prepared: prepared(None),
             layout: layout(),
+            index: IndexReport::Built,
         });
         assert_eq!(get(&c, READY).status, crate::conditions::Status::True);
         assert_eq!(
@@ -196,6 +252,7 @@ mod tests {
                 wanted_model: "nomic-embed-text".into(),
             })),
             layout: layout(),
+            index: IndexReport::Built,
         });
         assert_eq!(
             get(&c, REINDEX_REQUIRED).status,
@@ -203,6 +260,23 @@ mod tests {
         );
         assert_eq!(get(&c, READY).reason, "ReindexRequired");
         assert!(get(&c, READY).message.contains("768 -> 1024"));
+    }
+
+    #[test]
+    fn a_building_index_is_reported_and_the_store_stays_usable() {
+        let c = conditions(&Finding::Prepared {
+            endpoint: "db:5432/x".into(),
+            prepared: prepared(None),
+            layout: layout(),
+            index: IndexReport::Building(
+                "building index: loading tuples, 40% (4/10 tuples)".into(),
+            ),
+        });
+        let idx = get(&c, INDEX_READY);
+        assert_eq!(idx.reason, "IndexBuilding");
+        assert!(idx.message.contains("40%"), "{}", idx.message);
+        assert_eq!(get(&c, READY).status, crate::conditions::Status::True);
+        assert!(get(&c, READY).message.contains("not built yet"));
     }
 
     #[test]

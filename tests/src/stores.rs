@@ -1,0 +1,96 @@
+//! MemoryStore test helpers: apply a store, put a Secret, read a store's Events, delete and wait.
+
+use std::time::Duration;
+
+use aienv::api::memory_store::MemoryStore;
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use kube::{
+    Api,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+};
+
+use crate::testenv::{TestNamespace, wait_for};
+
+/// How long a store may take to reach a condition on the loopback servers.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+pub async fn wait_condition(
+    api: &Api<MemoryStore>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> anyhow::Result<MemoryStore> {
+    crate::conditions::wait_condition(api, WAIT, name, type_, status, reason).await
+}
+
+pub async fn apply_store(
+    api: &Api<MemoryStore>,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<()> {
+    let obj = serde_json::json!({
+        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
+        "metadata": {"name": name}, "spec": spec,
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn put_secret(
+    ns: &TestNamespace,
+    name: &str,
+    data: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let api: Api<Secret> = ns.api();
+    let obj = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+    });
+    api.patch(
+        name,
+        &PatchParams::apply("aienv-tests").force(),
+        &Patch::Apply(&obj),
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn touch(api: &Api<MemoryStore>, name: &str, value: &str) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {"aienv.test/touch": value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+pub async fn events_text(ns: &TestNamespace, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let events: Api<Event> = ns.api();
+    Ok(events
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect())
+}
+
+pub async fn delete_and_wait(api: &Api<MemoryStore>, name: &str) -> anyhow::Result<()> {
+    api.delete(name, &DeleteParams::default()).await?;
+    wait_for(WAIT, &format!("{name} deleted"), || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+pub async fn table_exists(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(table)
+        .fetch_one(pool)
+        .await?)
+}
