@@ -38,10 +38,24 @@ async fn agent_pool(
     services: &Api<Service>,
     store: &str,
 ) -> anyhow::Result<sqlx::PgPool> {
+    login_pool(secrets, services, store, None).await
+}
+
+/// Like [`agent_pool`], logging in as `(user, password)` instead of the agents' role.
+async fn login_pool(
+    secrets: &Api<Secret>,
+    services: &Api<Service>,
+    store: &str,
+    login: Option<(&str, &str)>,
+) -> anyhow::Result<sqlx::PgPool> {
     let app = secrets.get(&format!("{store}-app")).await?;
     let ip = services.get(store).await?.spec.unwrap().cluster_ip.unwrap();
     let mut url = url::Url::parse(&secret_text(&app, "uri"))?;
     url.set_host(Some(&ip))?;
+    if let Some((user, password)) = login {
+        url.set_username(user).ok();
+        url.set_password(Some(password)).ok();
+    }
     Ok(PgPoolOptions::new()
         .max_connections(2)
         .acquire_timeout(Duration::from_secs(10))
@@ -67,8 +81,16 @@ async fn dump_job(ns: &aienv_tests::testenv::TestNamespace, image: &str) -> anyh
             "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
                 "name": "dump", "image": image, "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", "pg_dump --version && pg_dump -Fc -Z0 -d \"$URI\" -f /tmp/dump && pg_restore -l /tmp/dump | grep 'TABLE DATA'"],
-                "env": [{"name": "URI", "valueFrom": {"secretKeyRef": {"name": "mem-app", "key": "uri"}}}],
+                // As the owner (a backup is the owner's job; the agents' role may not read the
+                // operator's bookkeeping tables), of the store's schema only.
+                "command": ["sh", "-c", "pg_dump --version && pg_dump -Fc -Z0 -n \"$SCHEMA\" -f /tmp/dump && pg_restore -l /tmp/dump | grep 'TABLE DATA'"],
+                "env": [
+                    {"name": "PGHOST", "valueFrom": {"secretKeyRef": {"name": "mem-app", "key": "host"}}},
+                    {"name": "PGDATABASE", "valueFrom": {"secretKeyRef": {"name": "mem-app", "key": "database"}}},
+                    {"name": "SCHEMA", "valueFrom": {"secretKeyRef": {"name": "mem-app", "key": "schema"}}},
+                    {"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": "mem-credentials", "key": "username"}}},
+                    {"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": "mem-credentials", "key": "password"}}},
+                ],
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                     "capabilities": {"drop": ["ALL"]}},
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
@@ -275,7 +297,7 @@ async fn retained_store_comes_back_with_its_password_and_a_rotated_password_heal
     .await?;
     assert_eq!(n, 1);
 
-    // A rotated password restarts the pod, whose init step makes it the database's.
+    // A rotated owner password restarts the pod, whose init step makes it the database's.
     let rotated = serde_json::json!({"stringData": {"password": "Rotated-password-42"}});
     secrets
         .patch(
@@ -284,18 +306,44 @@ async fn retained_store_comes_back_with_its_password_and_a_rotated_password_heal
             &Patch::Merge(&rotated),
         )
         .await?;
-    let n = wait_for(WAIT, "login with the rotated password", || async {
-        let app = secrets.get("kept-app").await?;
-        if secret_text(&app, "password") != "Rotated-password-42" {
+    let n = wait_for(WAIT, "owner login with the rotated password", || async {
+        let Ok(pool) = login_pool(
+            &secrets,
+            &services,
+            "kept",
+            Some(("aienv", "Rotated-password-42")),
+        )
+        .await
+        else {
             return Ok(None);
-        }
-        count_memories(&secrets, &services, "kept", "kept across stores").await
+        };
+        let n = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM aienv_kept.memories")
+            .fetch_one(&pool)
+            .await;
+        pool.close().await;
+        Ok(n.ok())
     })
     .await?;
     assert_eq!(n, 1);
     let pods: Api<Pod> = ns.api();
     assert!(init_log(&pods, "kept-0").await?.contains("password of"));
     wait_condition(&api, WAIT, "kept", "Ready", "True", "StoreReady").await?;
+    // A rotated agents' password is made the role's, and `kept-app` follows.
+    secrets
+        .patch(
+            "kept-agent",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"password": "Agent-password-43"}})),
+        )
+        .await?;
+    let n = wait_for(WAIT, "agent login with the rotated password", || async {
+        if secret_text(&secrets.get("kept-app").await?, "password") != "Agent-password-43" {
+            return Ok(None);
+        }
+        count_memories(&secrets, &services, "kept", "kept across stores").await
+    })
+    .await?;
+    assert_eq!(n, 1);
 
     ops.stop().await;
     ns.cleanup().await
@@ -387,11 +435,11 @@ async fn agents_of_a_bound_environment_pass_the_store_policy_and_roll_on_a_new_p
         "no ingress peer of mem-db selects the agent pod (labels {labels:?}, peers {from:?})"
     );
 
-    // A new database password reaches the agents: their config hash changes and they roll.
+    // A new agents' password reaches the agents: their config hash changes and they roll.
     let secrets: Api<Secret> = ns.api();
     secrets
         .patch(
-            "mem-credentials",
+            "mem-agent",
             &PatchParams::default(),
             &Patch::Merge(serde_json::json!({"stringData": {"password": "Another-password-7"}})),
         )

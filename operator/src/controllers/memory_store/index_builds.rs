@@ -31,6 +31,8 @@ enum Build {
     },
     Failed {
         index: String,
+        /// The maintenance_work_mem it failed with: a new one is tried at once.
+        memory: String,
         message: String,
         at: Instant,
     },
@@ -68,8 +70,14 @@ impl IndexBuilds {
             Some(Build::Running { index, task }) if *index == wanted && !task.is_finished() => {
                 return BuildSeen::Running;
             }
-            Some(Build::Failed { index, message, at })
-                if *index == wanted && at.elapsed() < RETRY_AFTER =>
+            Some(Build::Failed {
+                index,
+                memory,
+                message,
+                at,
+            }) if *index == wanted
+                && memory == maintenance_work_mem
+                && at.elapsed() < RETRY_AFTER =>
             {
                 return BuildSeen::Failed(message.clone());
             }
@@ -101,6 +109,7 @@ impl IndexBuilds {
                         task_key,
                         Build::Failed {
                             index,
+                            memory: mem,
                             message: e.to_string(),
                             at: Instant::now(),
                         },
