@@ -402,16 +402,39 @@ async fn network_policies_follow_the_spec_and_everything_is_garbage_collected() 
     assert_eq!(v["spec"]["podSelector"]["matchLabels"]["app"], "agent");
     assert_eq!(v["spec"]["egress"][0]["ports"][0]["port"], 443);
 
-    // CIDRs and a memory store (absent: MemoryReady=False, egress to 5432 still generated).
+    // DNS goes to port 53 of any address (kube-dns, OpenShift's and NodeLocal DNSCache alike).
+    let dns = serde_json::to_value(np.get("dev-allow-dns").await?)?;
+    assert!(dns["spec"]["egress"][0].get("to").is_none(), "{dns}");
+    assert_eq!(dns["spec"]["egress"][0]["ports"][0]["port"], 53);
+
+    // CIDRs and a memory store. While it does not exist, no memory egress at all.
     let mut spec = env_spec("claude", 0);
     spec["networkPolicy"] = serde_json::json!({"llmEgressCidrs": ["10.1.0.0/16"], "llmPort": 8443});
     spec["memory"] = serde_json::json!({"storeRef": "mem"});
     apply_env(&ns, "dev", spec.clone()).await?;
     wait_env(&ns, "dev", "MemoryReady", "False", "MemoryStoreNotFound").await?;
-    wait_for(WAIT, "memory policy", || async {
-        Ok(np.get_opt("dev-allow-memory").await?.map(|_| ()))
+    assert!(np.get_opt("dev-allow-memory").await?.is_none());
+    // A managed store: egress on its port to its database pods only.
+    let stores: Api<aienv::api::memory_store::MemoryStore> = ns.api();
+    stores
+        .create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({
+                "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
+                "metadata": {"name": "mem"}, "spec": {"mode": "managed"},
+            }))?,
+        )
+        .await?;
+    let memory = wait_for(WAIT, "memory policy", || async {
+        Ok(np.get_opt("dev-allow-memory").await?)
     })
     .await?;
+    let rule = &serde_json::to_value(&memory)?["spec"]["egress"][0];
+    assert_eq!(rule["ports"][0]["port"], 5432);
+    assert_eq!(
+        rule["to"][0]["podSelector"]["matchLabels"],
+        serde_json::json!({"aienv.orchestr8.io/store": "mem", "app.kubernetes.io/component": "memory-store-db"})
+    );
     let llm = serde_json::to_value(np.get("dev-allow-llm").await?)?;
     assert_eq!(
         llm["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],

@@ -1,5 +1,7 @@
 //! AiEnvironment: binds agent workloads to an LLM profile, a memory store and network policies.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -186,6 +188,10 @@ pub struct NetworkPolicySpec {
     #[serde(default = "default_llm_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub llm_port: u16,
+    /// Where the agents may send DNS (port 53, UDP and TCP). Unset: any destination, which works
+    /// with kube-dns, OpenShift's dns-default and NodeLocal DNSCache alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsPeer>,
 }
 
 impl Default for NetworkPolicySpec {
@@ -194,8 +200,27 @@ impl Default for NetworkPolicySpec {
             enabled: true,
             llm_egress_cidrs: Vec::new(),
             llm_port: default_llm_port(),
+            dns: None,
         }
     }
+}
+
+/// The DNS servers' pods (by namespace and pod labels, both optional) or addresses.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("has(self.namespaceLabels) || has(self.podLabels) || has(self.cidrs)")
+    .message("networkPolicy.dns needs namespaceLabels, podLabels or cidrs (leave dns unset to allow DNS to any destination)"))]
+#[serde(rename_all = "camelCase")]
+pub struct DnsPeer {
+    /// Labels of the DNS pods' namespace, e.g. {kubernetes.io/metadata.name: kube-system}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_labels: Option<BTreeMap<String, String>>,
+    /// Labels of the DNS pods, e.g. {k8s-app: kube-dns}.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_labels: Option<BTreeMap<String, String>>,
+    /// Addresses of the DNS servers (NodeLocal DNSCache's 169.254.20.10/32, a resolver outside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 64)))]
+    pub cidrs: Option<Vec<String>>,
 }
 
 fn default_true() -> bool {

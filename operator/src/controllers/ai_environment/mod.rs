@@ -386,7 +386,7 @@ async fn sync_network_policies(
     env: &AiEnvironment,
     ns: &str,
     owner: &OwnerReference,
-    db_port: Option<u16>,
+    memory: Option<&netpol::MemoryPeer>,
     ctx: &Context,
 ) -> Result<Option<String>> {
     let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
@@ -402,7 +402,7 @@ async fn sync_network_policies(
         owner,
         &env.spec.agents.selector,
         &env.spec.network_policy,
-        db_port,
+        memory,
     );
     let existing: BTreeMap<String, Option<String>> = api
         .list_metadata(&ListParams::default().labels(&label))
@@ -565,7 +565,7 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
     };
 
     // Memory store and NetworkPolicies.
-    let (memory, db_port) = memory::observe(&client, ns, spec.memory.as_ref()).await?;
+    let (memory, memory_peer) = memory::observe(&client, ns, spec.memory.as_ref()).await?;
     // The agents' memory connection is part of their configuration: a new password (a CNPG
     // rotation), a new external URI or another store rolls them like a profile change.
     if let (
@@ -579,7 +579,8 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
         r.hash = render::with_connection(&r.hash, &secret);
     }
     let memory_label = spec.memory.as_ref().map(|m| m.store_ref.as_str());
-    let np_summary = sync_network_policies(env, ns, &owner, db_port, ctx).await?;
+    let np_summary =
+        sync_network_policies(env, ns, &owner, memory_peer.as_ref(), ctx).await?;
 
     // Workloads and the rollout.
     let mut requeue: Vec<Duration> = Vec::new();

@@ -13,12 +13,30 @@ use k8s_openapi::{
     },
 };
 
-use crate::api::ai_environment::NetworkPolicySpec as Settings;
+use crate::api::ai_environment::{DnsPeer, NetworkPolicySpec as Settings};
 
 /// Label on every child of an environment: its name.
 pub const ENV_LABEL: &str = "aienv.orchestr8.io/environment";
 /// Default PostgreSQL port when the MemoryStore does not report one.
 pub const DEFAULT_DB_PORT: u16 = 5432;
+
+/// Where the agents' memory database is, for its egress rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPeer {
+    pub port: u16,
+    pub to: MemoryDestination,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemoryDestination {
+    /// The store's database pods (labels), in the environment's namespace.
+    Pods(BTreeMap<String, String>),
+    /// The external database's address, as a CIDR.
+    Cidr(String),
+    /// The external database by host name, which a NetworkPolicy cannot name: any destination
+    /// on the port (said in status).
+    Anywhere { host: String },
+}
 
 /// The policies and what status should say about LLM egress.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,13 +46,14 @@ pub struct Built {
     pub summary: String,
 }
 
-/// Build the policies of environment `env`. `db_port` is Some when memory.storeRef is set.
+/// Build the policies of environment `env`. `memory` is Some when memory.storeRef names a store
+/// whose database can be located.
 pub fn build(
     env: &str,
     owner: &OwnerReference,
     selector: &LabelSelector,
     settings: &Settings,
-    db_port: Option<u16>,
+    memory: Option<&MemoryPeer>,
 ) -> Built {
     let meta = |suffix: &str| ObjectMeta {
         name: Some(format!("{env}-{suffix}")),
@@ -76,34 +95,29 @@ pub fn build(
             "allow-dns",
             &["Egress"],
             Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    namespace_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            "kubernetes.io/metadata.name".to_string(),
-                            "kube-system".to_string(),
-                        )])),
-                        match_expressions: None,
-                    }),
-                    pod_selector: Some(LabelSelector {
-                        match_labels: Some(BTreeMap::from([(
-                            "k8s-app".to_string(),
-                            "kube-dns".to_string(),
-                        )])),
-                        match_expressions: None,
-                    }),
-                    ip_block: None,
-                }]),
+                to: settings.dns.as_ref().map(dns_peers),
                 ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
             }]),
         ),
     ];
-    if let Some(p) = db_port {
+    if let Some(m) = memory {
+        let to = match &m.to {
+            MemoryDestination::Pods(labels) => Some(vec![NetworkPolicyPeer {
+                pod_selector: Some(LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    match_expressions: None,
+                }),
+                ..Default::default()
+            }]),
+            MemoryDestination::Cidr(cidr) => Some(vec![ip_peer(cidr)]),
+            MemoryDestination::Anywhere { .. } => None,
+        };
         policies.push(policy(
             "allow-memory",
             &["Egress"],
             Some(vec![NetworkPolicyEgressRule {
-                to: None,
-                ports: Some(vec![port("TCP", p)]),
+                to,
+                ports: Some(vec![port("TCP", m.port)]),
             }]),
         ));
     }
@@ -117,17 +131,7 @@ pub fn build(
         &["Egress"],
         Some(vec![NetworkPolicyEgressRule {
             to: Some(
-                cidrs
-                    .iter()
-                    .map(|c| NetworkPolicyPeer {
-                        ip_block: Some(IPBlock {
-                            cidr: c.clone(),
-                            except: None,
-                        }),
-                        namespace_selector: None,
-                        pod_selector: None,
-                    })
-                    .collect(),
+                cidrs.iter().map(|c| ip_peer(c)).collect(),
             ),
             ports: Some(vec![port("TCP", settings.llm_port)]),
         }]),
@@ -144,13 +148,69 @@ pub fn build(
             settings.llm_egress_cidrs.join(", ")
         )
     };
-    let memory = match db_port {
-        Some(p) => format!("; memory database egress on TCP {p}"),
+    let memory = match memory {
+        Some(MemoryPeer {
+            port,
+            to: MemoryDestination::Pods(_),
+        }) => format!("; memory database egress on TCP {port} to the store's pods"),
+        Some(MemoryPeer {
+            port,
+            to: MemoryDestination::Cidr(c),
+        }) => format!("; memory database egress on TCP {port} to {c}"),
+        Some(MemoryPeer {
+            port,
+            to: MemoryDestination::Anywhere { host },
+        }) => format!(
+            "; memory database egress on TCP {port} to ANY address (the external host {host} is a name, which NetworkPolicies cannot match)"
+        ),
         None => String::new(),
+    };
+    let dns = match &settings.dns {
+        None => "DNS (53) to any address",
+        Some(_) => "DNS (53) to networkPolicy.dns",
     };
     Built {
         policies,
-        summary: format!("default-deny ingress and egress; DNS to kube-dns{memory}; {llm}"),
+        summary: format!("default-deny ingress and egress; {dns}{memory}; {llm}"),
+    }
+}
+
+fn ip_peer(cidr: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.to_string(),
+            except: None,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The configured DNS servers as peers: one peer for the pod/namespace labels (both must match),
+/// one per CIDR.
+fn dns_peers(dns: &DnsPeer) -> Vec<NetworkPolicyPeer> {
+    let selector = |labels: &Option<BTreeMap<String, String>>| {
+        labels.as_ref().map(|l| LabelSelector {
+            match_labels: Some(l.clone()),
+            match_expressions: None,
+        })
+    };
+    let mut peers = Vec::new();
+    if dns.namespace_labels.is_some() || dns.pod_labels.is_some() {
+        peers.push(NetworkPolicyPeer {
+            namespace_selector: selector(&dns.namespace_labels),
+            pod_selector: selector(&dns.pod_labels),
+            ip_block: None,
+        });
+    }
+    peers.extend(dns.cidrs.iter().flatten().map(|c| ip_peer(c)));
+    peers
+}
+
+/// The CIDR of one address (for an external database given by IP).
+pub fn host_cidr(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+        std::net::IpAddr::V6(v6) => format!("{v6}/128"),
     }
 }
 
@@ -201,21 +261,69 @@ mod tests {
     }
 
     #[test]
-    fn cidrs_and_memory_port() {
+    fn dns_goes_anywhere_on_53_by_default() {
+        let b = build("dev", &owner(), &sel(), &Settings::default(), None);
+        let dns = serde_json::to_value(&b.policies[1]).unwrap();
+        let rule = &dns["spec"]["egress"][0];
+        assert!(rule.get("to").is_none(), "any destination: {rule}");
+        assert_eq!(rule["ports"][0]["port"], 53);
+        assert_eq!(rule["ports"][1]["protocol"], "TCP");
+    }
+
+    #[test]
+    fn a_configured_dns_peer_is_used() {
+        let s = Settings {
+            dns: Some(DnsPeer {
+                namespace_labels: Some(BTreeMap::from([(
+                    "kubernetes.io/metadata.name".into(),
+                    "openshift-dns".into(),
+                )])),
+                pod_labels: None,
+                cidrs: Some(vec!["169.254.20.10/32".into()]),
+            }),
+            ..Settings::default()
+        };
+        let b = build("dev", &owner(), &sel(), &s, None);
+        let dns = serde_json::to_value(&b.policies[1]).unwrap();
+        let to = &dns["spec"]["egress"][0]["to"];
+        assert_eq!(
+            to[0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "openshift-dns"
+        );
+        assert!(to[0].get("podSelector").is_none());
+        assert_eq!(to[1]["ipBlock"]["cidr"], "169.254.20.10/32");
+    }
+
+    #[test]
+    fn memory_egress_reaches_the_store_only() {
         let s = Settings {
             enabled: true,
             llm_egress_cidrs: vec!["10.0.0.0/8".into()],
             llm_port: 8443,
+            dns: None,
         };
-        let b = build("dev", &owner(), &sel(), &s, Some(6432));
+        let pods = MemoryPeer {
+            port: 6432,
+            to: MemoryDestination::Pods(BTreeMap::from([("aienv.orchestr8.io/store".into(), "mem".into())])),
+        };
+        let b = build("dev", &owner(), &sel(), &s, Some(&pods));
         assert_eq!(b.policies.len(), 4);
         let mem = serde_json::to_value(&b.policies[2]).unwrap();
-        assert_eq!(mem["spec"]["egress"][0]["ports"][0]["port"], 6432);
+        let rule = &mem["spec"]["egress"][0];
+        assert_eq!(rule["ports"][0]["port"], 6432);
+        assert_eq!(rule["to"][0]["podSelector"]["matchLabels"]["aienv.orchestr8.io/store"], "mem");
+        assert!(rule["to"][0].get("namespaceSelector").is_none(), "same namespace only");
         assert!(b.summary.contains("10.0.0.0/8") && !b.summary.contains("ANY"));
-        let dns = serde_json::to_value(&b.policies[1]).unwrap();
-        assert_eq!(
-            dns["spec"]["egress"][0]["to"][0]["podSelector"]["matchLabels"]["k8s-app"],
-            "kube-dns"
-        );
+
+        let ip = MemoryPeer { port: 5432, to: MemoryDestination::Cidr(host_cidr("fd00::5".parse().unwrap())) };
+        let b = build("dev", &owner(), &sel(), &s, Some(&ip));
+        let mem = serde_json::to_value(&b.policies[2]).unwrap();
+        assert_eq!(mem["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"], "fd00::5/128");
+
+        let name = MemoryPeer { port: 5432, to: MemoryDestination::Anywhere { host: "db.example".into() } };
+        let b = build("dev", &owner(), &sel(), &s, Some(&name));
+        let mem = serde_json::to_value(&b.policies[2]).unwrap();
+        assert!(mem["spec"]["egress"][0].get("to").is_none());
+        assert!(b.summary.contains("db.example") && b.summary.contains("ANY"), "{}", b.summary);
     }
 }
