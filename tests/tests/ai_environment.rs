@@ -227,6 +227,13 @@ async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() 
     // No secret value anywhere a person or a log collector can see.
     let events = events_text(&ns).await?;
     assert!(events.contains("RolledOut"), "{events}");
+    // Each rollout's Event names its own hash: a repeat is not folded into the first one's.
+    for h in [&h1, &h2] {
+        assert!(
+            events.contains(&format!("config hash {}", &h[..12])),
+            "no RolledOut Event names {h}:\n{events}"
+        );
+    }
     let status_json = serde_json::to_string(&e.status)?;
     for key in [KEY1, KEY2] {
         assert!(!events.contains(key) && !status_json.contains(key));

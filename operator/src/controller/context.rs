@@ -4,18 +4,15 @@ use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::{
-    Api, Client, Resource,
-    runtime::events::{Event, EventType, Recorder, Reporter},
-};
+use kube::{Api, Client, Resource, runtime::events::EventType};
 
-use super::{clock::Clock, metrics::Metrics};
+use super::{clock::Clock, events::EventRecorder, metrics::Metrics};
 
 pub struct Context {
     pub client: Client,
     /// Watch only this namespace (`--watch-namespace`); all namespaces when None.
     pub namespace: Option<String>,
-    pub recorder: Recorder,
+    pub recorder: EventRecorder,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
 }
@@ -27,12 +24,12 @@ impl Context {
         metrics: Metrics,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: "aienv-operator".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: EventRecorder::new(
+                client.clone(),
+                "aienv-operator",
+                std::env::var("POD_NAME").ok(),
+            ),
             client,
             namespace,
             metrics,
@@ -61,14 +58,11 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(note),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, reference).await {
+        if let Err(e) = self
+            .recorder
+            .publish(reference, type_, reason, action, &note)
+            .await
+        {
             tracing::warn!(error = %e, reason, "failed to publish event");
         }
     }

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod context;
 pub mod digest;
 pub mod error;
+pub mod events;
 pub mod finalizer;
 pub mod mapping;
 pub mod metrics;

@@ -67,7 +67,10 @@ fn locate(name: &str, store: &serde_json::Value, port: u16) -> Option<MemoryPeer
 }
 
 /// Pure part: from the store's JSON (None when it does not exist).
-pub fn interpret(name: &str, store: Option<&serde_json::Value>) -> (MemoryState, Option<MemoryPeer>) {
+pub fn interpret(
+    name: &str,
+    store: Option<&serde_json::Value>,
+) -> (MemoryState, Option<MemoryPeer>) {
     let Some(obj) = store else {
         return (
             MemoryState::NotReady(Problem {

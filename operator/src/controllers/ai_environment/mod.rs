@@ -579,8 +579,7 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
         r.hash = render::with_connection(&r.hash, &secret);
     }
     let memory_label = spec.memory.as_ref().map(|m| m.store_ref.as_str());
-    let np_summary =
-        sync_network_policies(env, ns, &owner, memory_peer.as_ref(), ctx).await?;
+    let np_summary = sync_network_policies(env, ns, &owner, memory_peer.as_ref(), ctx).await?;
 
     // Workloads and the rollout.
     let mut requeue: Vec<Duration> = Vec::new();

@@ -130,9 +130,7 @@ pub fn build(
         "allow-llm",
         &["Egress"],
         Some(vec![NetworkPolicyEgressRule {
-            to: Some(
-                cidrs.iter().map(|c| ip_peer(c)).collect(),
-            ),
+            to: Some(cidrs.iter().map(|c| ip_peer(c)).collect()),
             ports: Some(vec![port("TCP", settings.llm_port)]),
         }]),
     ));
@@ -304,26 +302,50 @@ mod tests {
         };
         let pods = MemoryPeer {
             port: 6432,
-            to: MemoryDestination::Pods(BTreeMap::from([("aienv.orchestr8.io/store".into(), "mem".into())])),
+            to: MemoryDestination::Pods(BTreeMap::from([(
+                "aienv.orchestr8.io/store".into(),
+                "mem".into(),
+            )])),
         };
         let b = build("dev", &owner(), &sel(), &s, Some(&pods));
         assert_eq!(b.policies.len(), 4);
         let mem = serde_json::to_value(&b.policies[2]).unwrap();
         let rule = &mem["spec"]["egress"][0];
         assert_eq!(rule["ports"][0]["port"], 6432);
-        assert_eq!(rule["to"][0]["podSelector"]["matchLabels"]["aienv.orchestr8.io/store"], "mem");
-        assert!(rule["to"][0].get("namespaceSelector").is_none(), "same namespace only");
+        assert_eq!(
+            rule["to"][0]["podSelector"]["matchLabels"]["aienv.orchestr8.io/store"],
+            "mem"
+        );
+        assert!(
+            rule["to"][0].get("namespaceSelector").is_none(),
+            "same namespace only"
+        );
         assert!(b.summary.contains("10.0.0.0/8") && !b.summary.contains("ANY"));
 
-        let ip = MemoryPeer { port: 5432, to: MemoryDestination::Cidr(host_cidr("fd00::5".parse().unwrap())) };
+        let ip = MemoryPeer {
+            port: 5432,
+            to: MemoryDestination::Cidr(host_cidr("fd00::5".parse().unwrap())),
+        };
         let b = build("dev", &owner(), &sel(), &s, Some(&ip));
         let mem = serde_json::to_value(&b.policies[2]).unwrap();
-        assert_eq!(mem["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"], "fd00::5/128");
+        assert_eq!(
+            mem["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"],
+            "fd00::5/128"
+        );
 
-        let name = MemoryPeer { port: 5432, to: MemoryDestination::Anywhere { host: "db.example".into() } };
+        let name = MemoryPeer {
+            port: 5432,
+            to: MemoryDestination::Anywhere {
+                host: "db.example".into(),
+            },
+        };
         let b = build("dev", &owner(), &sel(), &s, Some(&name));
         let mem = serde_json::to_value(&b.policies[2]).unwrap();
         assert!(mem["spec"]["egress"][0].get("to").is_none());
-        assert!(b.summary.contains("db.example") && b.summary.contains("ANY"), "{}", b.summary);
+        assert!(
+            b.summary.contains("db.example") && b.summary.contains("ANY"),
+            "{}",
+            b.summary
+        );
     }
 }
