@@ -225,7 +225,7 @@ async fn observe(
         .map(|r| r.name.clone());
     Ok((
         Some(Finding::Probed {
-            url: request.url.clone(),
+            url: request.shown.clone(),
             outcome,
             secret_name,
         }),

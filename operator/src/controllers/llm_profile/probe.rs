@@ -9,6 +9,8 @@ use crate::api::llm_profile::{HeaderStyle, LlmProfileSpec, Provider};
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProbeRequest {
     pub url: String,
+    /// `url` as conditions and logs show it: a query (which gateways use for keys) redacted.
+    pub shown: String,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
 }
@@ -17,7 +19,7 @@ impl std::fmt::Debug for ProbeRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("ProbeRequest")
-            .field("url", &self.url)
+            .field("url", &self.shown)
             .field("headers", &names)
             .field("timeout", &self.timeout)
             .finish()
@@ -47,11 +49,7 @@ pub fn build_request(spec: &LlmProfileSpec, api_key: Option<&str>) -> ProbeReque
     let path = probe
         .and_then(|p| p.path.as_deref())
         .unwrap_or_else(|| default_path(spec.provider, &spec.base_url));
-    let url = format!(
-        "{}/{}",
-        spec.base_url.trim_end_matches('/'),
-        path.trim_start_matches('/')
-    );
+    let (url, shown) = join_url(&spec.base_url, path);
     let style = spec
         .auth
         .as_ref()
@@ -75,8 +73,36 @@ pub fn build_request(spec: &LlmProfileSpec, api_key: Option<&str>) -> ProbeReque
     }
     ProbeRequest {
         url,
+        shown,
         headers,
         timeout: Duration::from_secs(probe.map(|p| p.timeout_seconds).unwrap_or(10) as u64),
+    }
+}
+
+/// `path` appended to the base URL's path, its query kept; and the same URL with the query
+/// redacted, for messages.
+fn join_url(base: &str, path: &str) -> (String, String) {
+    let path = path.trim_start_matches('/');
+    match url::Url::parse(base) {
+        Ok(mut u) => {
+            let joined = format!("{}/{path}", u.path().trim_end_matches('/'));
+            u.set_path(&joined);
+            u.set_fragment(None);
+            let query = u.query().is_some_and(|q| !q.is_empty());
+            let url = u.to_string();
+            u.set_query(None);
+            let shown = if query {
+                format!("{u}?<query redacted>")
+            } else {
+                u.to_string()
+            };
+            (url, shown)
+        }
+        // Admission rejects such a base URL; the request then fails and says so.
+        Err(_) => {
+            let url = format!("{}/{path}", base.trim_end_matches('/'));
+            (url.clone(), url.split('?').next().unwrap_or_default().to_string())
+        }
     }
 }
 
@@ -162,7 +188,8 @@ pub async fn send(request: &ProbeRequest, ca_pem: Option<&[u8]>) -> Outcome {
         },
         Err(e) => Outcome::Unreachable {
             reason: "Unreachable",
-            detail: describe(&e),
+            // The URL (and any key in its query) is not the error's to repeat.
+            detail: describe(&e.without_url()),
         },
     }
 }
@@ -191,6 +218,21 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_in_the_base_url_is_kept_for_the_request_and_hidden_from_messages() {
+        let s = spec(
+            "openai",
+            "https://gw.example/v1?api-key=hunter2",
+            "bearer",
+        );
+        let r = build_request(&s, None);
+        assert_eq!(r.url, "https://gw.example/v1/models?api-key=hunter2");
+        assert_eq!(r.shown, "https://gw.example/v1/models?<query redacted>");
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let plain = build_request(&spec("openai", "https://gw.example/v1/", "bearer"), None);
+        assert_eq!(plain.shown, "https://gw.example/v1/models");
+    }
 
     fn spec(provider: &str, base: &str, style: &str) -> LlmProfileSpec {
         serde_json::from_value(serde_json::json!({
