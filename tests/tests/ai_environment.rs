@@ -580,3 +580,43 @@ async fn a_users_secret_named_like_the_rendered_one_is_never_taken_over() -> any
     ctrl.stop().await;
     ns.cleanup().await
 }
+
+#[tokio::test]
+async fn two_racing_replicas_roll_each_workload_once_and_announce_it_once() -> anyhow::Result<()> {
+    let Some((client, ns, ctrl)) = setup("aienv-race").await? else {
+        return Ok(());
+    };
+    // A second operator replica with the same scope (as during a leader hand-over): both see
+    // every change and race to patch the same workloads.
+    let second = operator::start(&client, ns.name(), &[Which::AiEnvironment]);
+    put_key(&ns, "claude", "apiKey", KEY1).await?;
+    apply_profile(&ns, "claude", profile_spec("claude-sonnet-4-5", "claude")).await?;
+    let agents = ["agent-a", "agent-b", "agent-c", "agent-d"];
+    for d in agents {
+        create_deployment(&ns, d, &[("app", "agent")], 1).await?;
+    }
+    apply_env(&ns, "dev", env_spec("claude", 0)).await?;
+    let e = wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
+    let h1 = e.status.unwrap().rendered_hash.unwrap();
+    put_key(&ns, "claude", "apiKey", KEY2).await?;
+    let h2 = wait_rolled(&ns, "dev", &agents, Some(&h1)).await?;
+    for d in agents {
+        expect_replicasets(&ns, d, 3, SETTLE).await?;
+    }
+    // Across both replicas' Events, each workload is named once per hash.
+    let events = events_text(&ns).await?;
+    for h in [&h1, &h2] {
+        let tag = format!("config hash {}", &h[..12]);
+        let announced: Vec<&str> = events
+            .lines()
+            .filter(|l| l.starts_with("RolledOut") && l.contains(&tag))
+            .collect();
+        for d in agents {
+            let n = announced.iter().filter(|l| l.contains(d)).count();
+            assert_eq!(n, 1, "{d} announced {n} times for {h}:\n{events}");
+        }
+    }
+    second.stop().await;
+    ctrl.stop().await;
+    ns.cleanup().await
+}

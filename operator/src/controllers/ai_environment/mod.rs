@@ -622,12 +622,34 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                             .iter()
                             .map(|i| (ws[*i].kind, ws[*i].name.clone()))
                             .collect();
-                        let (patched, res) =
+                        let results =
                             workloads::patch_all(&client, ns, &list, &r.hash, memory_label).await;
-                        ctx.metrics.child_writes_inc(CONTROLLER, patched);
-                        res?;
-                        for i in &targets {
-                            ws[*i].hash = Some(r.hash.clone());
+                        let mut rolled = Vec::new();
+                        let mut failure = None;
+                        for (i, result) in targets.iter().zip(results) {
+                            match result {
+                                workloads::Patched::Rolled => {
+                                    ws[*i].hash = Some(r.hash.clone());
+                                    rolled.push(*i);
+                                }
+                                workloads::Patched::AlreadyCurrent => {
+                                    ws[*i].hash = Some(r.hash.clone());
+                                }
+                                workloads::Patched::Gone => {}
+                                workloads::Patched::Failed(e) => {
+                                    failure.get_or_insert(e);
+                                }
+                            }
+                        }
+                        ctx.metrics
+                            .child_writes_inc(CONTROLLER, rolled.len() as u64);
+                        // Nothing rolled here (another replica was first, or every patch failed):
+                        // no rollout to record or announce.
+                        if rolled.is_empty() {
+                            if let Some(e) = failure {
+                                return Err(Error::Kube(e));
+                            }
+                            return Ok(Action::requeue(Duration::from_secs(1)));
                         }
                         // Whole seconds, as metav1.Time is stored: the memo must compare equal
                         // to what the API server returns, or every reconcile would write status.
@@ -657,11 +679,16 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                             format!(
                                 "config hash {} (profile {profile:?}) applied to {} {what}: {}",
                                 &r.hash[..12],
-                                targets.len(),
-                                names(&ws, &targets)
+                                rolled.len(),
+                                names(&ws, &rolled)
                             ),
                         )
                         .await;
+                        // The rollout of those that were patched is recorded (above) and
+                        // announced; the rest are retried with the error's backoff.
+                        if let Some(e) = failure {
+                            return Err(Error::Kube(e));
+                        }
                         if canary {
                             requeue.push(Duration::from_secs(
                                 spec.agents.rollout.canary_timeout_seconds.into(),
@@ -670,7 +697,7 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
                                 reason: "CanaryProgressing",
                                 message: format!(
                                     "waiting for canary {} to report every replica updated and available",
-                                    names(&ws, &[0])
+                                    names(&ws, &targets[..1])
                                 ),
                             }
                         } else {

@@ -37,18 +37,44 @@ pub struct Workload {
     pub observed_generation: Option<i64>,
     /// spec.replicas (default 1).
     pub replicas: i32,
+    /// status.replicas: pods of every revision, old ones still terminating included.
+    pub status_replicas: i32,
     pub updated_replicas: i32,
     pub available_replicas: i32,
     pub ready_replicas: i32,
+    /// StatefulSet: status.currentRevision and status.updateRevision.
+    pub current_revision: Option<String>,
+    pub update_revision: Option<String>,
+    /// StatefulSet: spec.updateStrategy.rollingUpdate.partition.
+    pub partition: Option<i32>,
 }
 
 impl Workload {
-    /// Its controller has seen the current template and every replica is updated and available.
+    /// Rolled out as `kubectl rollout status` means it: the controller has seen the current
+    /// template, and — Deployment — every desired replica is updated, no old replica is left and
+    /// the updated ones are available; StatefulSet — every replica is ready and on the update
+    /// revision (or, with a partition, every replica above it is updated).
     pub fn rolled_out(&self) -> bool {
-        self.generation.is_some()
-            && self.observed_generation >= self.generation
-            && self.updated_replicas == self.replicas
-            && self.available_replicas == self.replicas
+        if self.generation.is_none() || self.observed_generation < self.generation {
+            return false;
+        }
+        match self.kind {
+            Kind::Deployment => {
+                self.updated_replicas >= self.replicas
+                    && self.status_replicas <= self.updated_replicas
+                    && self.available_replicas >= self.updated_replicas
+            }
+            Kind::StatefulSet => {
+                let on_revision = match self.partition {
+                    Some(p) if p > 0 => self.updated_replicas >= self.replicas - p,
+                    _ => {
+                        self.update_revision.is_some()
+                            && self.update_revision == self.current_revision
+                    }
+                };
+                self.ready_replicas >= self.replicas && on_revision
+            }
+        }
     }
 }
 
@@ -67,7 +93,13 @@ pub enum Plan {
     CanaryTimedOut { canary: usize },
 }
 
-/// Plan the rollout of `hash` to `workloads` (sorted by kind and name; the first is the canary).
+/// The canary: the first workload (by kind and name) that runs pods. One scaled to zero proves
+/// nothing about the new configuration; when none runs pods, the first.
+fn canary_of(workloads: &[Workload]) -> usize {
+    workloads.iter().position(|w| w.replicas > 0).unwrap_or(0)
+}
+
+/// Plan the rollout of `hash` to `workloads` (sorted by kind and name; see [`canary_of`]).
 pub fn plan(
     workloads: &[Workload],
     hash: &str,
@@ -96,16 +128,17 @@ pub fn plan(
             },
         },
         RolloutStrategy::Canary => {
-            if stale[0] == 0 {
+            let c = canary_of(workloads);
+            if stale.contains(&c) {
                 return match throttle() {
                     Some(wait) => Plan::Throttled(wait),
                     None => Plan::Patch {
-                        targets: vec![0],
+                        targets: vec![c],
                         canary: workloads.len() > 1,
                     },
                 };
             }
-            if workloads[0].rolled_out() {
+            if workloads[c].rolled_out() {
                 return Plan::Patch {
                     targets: stale,
                     canary: false,
@@ -114,10 +147,10 @@ pub fn plan(
             let timeout = Duration::from_secs(rollout.canary_timeout_seconds.into());
             let waited = since_last.unwrap_or(timeout);
             if waited >= timeout {
-                Plan::CanaryTimedOut { canary: 0 }
+                Plan::CanaryTimedOut { canary: c }
             } else {
                 Plan::CanaryWaiting {
-                    canary: 0,
+                    canary: c,
                     timeout_in: timeout - waited,
                 }
             }
@@ -137,9 +170,13 @@ mod tests {
             generation: Some(2),
             observed_generation: Some(1),
             replicas: 2,
+            status_replicas: 2,
             updated_replicas: 0,
             available_replicas: 0,
             ready_replicas: 0,
+            current_revision: None,
+            update_revision: None,
+            partition: None,
         }
     }
     fn t(s: i64) -> Timestamp {
@@ -210,6 +247,62 @@ mod tests {
             Plan::Patch {
                 targets: vec![1],
                 canary: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_deployment_with_old_pods_left_is_not_rolled_out() {
+        let mut x = w("a", Some("h"));
+        x.observed_generation = Some(2);
+        x.updated_replicas = 2;
+        x.available_replicas = 2;
+        x.status_replicas = 3; // an old pod is still terminating
+        assert!(!x.rolled_out());
+        x.status_replicas = 2;
+        assert!(x.rolled_out());
+    }
+
+    #[test]
+    fn a_statefulset_is_rolled_out_on_its_update_revision() {
+        let mut s = w("db", Some("h"));
+        s.kind = Kind::StatefulSet;
+        s.observed_generation = Some(2);
+        s.ready_replicas = 2;
+        s.updated_replicas = 2;
+        s.current_revision = Some("db-1".into());
+        s.update_revision = Some("db-2".into());
+        assert!(
+            !s.rolled_out(),
+            "ready, but pods of the old revision remain"
+        );
+        s.current_revision = Some("db-2".into());
+        assert!(s.rolled_out());
+        // With a partition only the pods above it are updated.
+        s.current_revision = Some("db-1".into());
+        s.partition = Some(1);
+        s.updated_replicas = 1;
+        assert!(s.rolled_out());
+    }
+
+    #[test]
+    fn a_workload_scaled_to_zero_is_not_the_canary() {
+        let r = rollout(RolloutStrategy::Canary);
+        let mut ws = vec![w("a", Some("old")), w("b", Some("old"))];
+        ws[0].replicas = 0;
+        assert_eq!(
+            plan(&ws, "h", &r, None, t(100)),
+            Plan::Patch {
+                targets: vec![1],
+                canary: true
+            }
+        );
+        ws[1].hash = Some("h".into());
+        assert_eq!(
+            plan(&ws, "h", &r, Some(t(100)), t(110)),
+            Plan::CanaryWaiting {
+                canary: 1,
+                timeout_in: Duration::from_secs(50)
             }
         );
     }

@@ -10,7 +10,7 @@ use kube::{
 };
 
 use super::rollout::{HASH_ANNOTATION, Kind, Workload};
-use crate::controller::{Error, Result, apply::manager};
+use crate::controller::{Result, apply::manager};
 use crate::controllers::memory_store::children::LABEL_CLIENT;
 
 /// How many workload patches are in flight at once.
@@ -59,9 +59,13 @@ pub fn from_deployment(d: &Deployment) -> Workload {
         generation: d.metadata.generation,
         observed_generation: status.observed_generation,
         replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+        status_replicas: status.replicas.unwrap_or(0),
         updated_replicas: status.updated_replicas.unwrap_or(0),
         available_replicas: status.available_replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
+        current_revision: None,
+        update_revision: None,
+        partition: None,
     }
 }
 
@@ -78,9 +82,16 @@ pub fn from_statefulset(s: &StatefulSet) -> Workload {
         generation: s.metadata.generation,
         observed_generation: status.observed_generation,
         replicas: spec.and_then(|s| s.replicas).unwrap_or(1),
+        status_replicas: status.replicas,
         updated_replicas: status.updated_replicas.unwrap_or(0),
         available_replicas: status.available_replicas.unwrap_or(0),
         ready_replicas: status.ready_replicas.unwrap_or(0),
+        current_revision: status.current_revision.clone(),
+        update_revision: status.update_revision.clone(),
+        partition: spec
+            .and_then(|s| s.update_strategy.as_ref())
+            .and_then(|u| u.rolling_update.as_ref())
+            .and_then(|r| r.partition),
     }
 }
 
@@ -106,15 +117,27 @@ pub fn hash_patch(
     })
 }
 
-/// Apply the hash to each target, a few at a time. Returns how many patches the API server
-/// accepted (also when one failed: those writes happened) and the first error.
+/// What applying the hash did to one target.
+#[derive(Debug)]
+pub enum Patched {
+    /// The template changed: this rolls the workload.
+    Rolled,
+    /// It already carried the hash (another operator replica was first): nothing written.
+    AlreadyCurrent,
+    /// Gone since it was listed.
+    Gone,
+    Failed(kube::Error),
+}
+
+/// Apply the hash to each target, a few at a time, reading each first so a workload another
+/// replica already rolled is not reported as rolled again. One result per target, in order.
 pub async fn patch_all(
     client: &Client,
     ns: &str,
     targets: &[(Kind, String)],
     hash: &str,
     memory_store: Option<&str>,
-) -> (u64, Result<()>) {
+) -> Vec<Patched> {
     let params = PatchParams::apply(manager::ROLLOUT).force();
     stream::iter(targets.iter().cloned())
         .map(|(kind, name)| {
@@ -122,30 +145,67 @@ pub async fn patch_all(
             let params = params.clone();
             async move {
                 let patch = hash_patch(kind, &name, hash, memory_store);
-                match kind {
+                let result = match kind {
                     Kind::Deployment => {
                         let api: Api<Deployment> = Api::namespaced(client, ns);
-                        api.patch(&name, &params, &Patch::Apply(&patch))
-                            .await
-                            .map(|_| ())
+                        patch_one(&api, &name, &params, &patch, |d| from_deployment(d).hash).await
                     }
                     Kind::StatefulSet => {
                         let api: Api<StatefulSet> = Api::namespaced(client, ns);
-                        api.patch(&name, &params, &Patch::Apply(&patch))
-                            .await
-                            .map(|_| ())
+                        patch_one(&api, &name, &params, &patch, |s| from_statefulset(s).hash).await
                     }
+                };
+                match result {
+                    Ok(None) => Patched::Gone,
+                    Ok(Some(true)) => Patched::Rolled,
+                    Ok(Some(false)) => Patched::AlreadyCurrent,
+                    Err(e) => Patched::Failed(e),
                 }
             }
         })
-        .buffer_unordered(PATCH_CONCURRENCY)
-        .fold((0u64, Ok(())), |(n, first), res| async move {
-            match res {
-                Ok(()) => (n + 1, first),
-                Err(e) => (n, first.and(Err(Error::Kube(e)))),
-            }
-        })
+        .buffered(PATCH_CONCURRENCY)
+        .collect()
         .await
+}
+
+/// Some(true) when this patch changed the template, Some(false) when it already had the hash
+/// (and the pod label), None when the workload is gone. The patch carries the resourceVersion
+/// read just before as a precondition, so "changed" is exact even with a second replica racing:
+/// on a conflict the workload is read again.
+async fn patch_one<K>(
+    api: &Api<K>,
+    name: &str,
+    params: &PatchParams,
+    patch: &serde_json::Value,
+    hash_of: impl Fn(&K) -> Option<String>,
+) -> std::result::Result<Option<bool>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug + kube::Resource,
+{
+    let want = patch["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION].as_str();
+    let mut attempt = 0;
+    loop {
+        let Some(current) = api.get_opt(name).await? else {
+            return Ok(None);
+        };
+        let labels_now = serde_json::to_value(&current)
+            .ok()
+            .map(|v| v["spec"]["template"]["metadata"]["labels"].clone())
+            .unwrap_or_default();
+        let labels_match = patch["spec"]["template"]["metadata"]["labels"]
+            .as_object()
+            .is_none_or(|want| want.iter().all(|(k, v)| labels_now.get(k) == Some(v)));
+        if hash_of(&current).as_deref() == want && labels_match {
+            return Ok(Some(false));
+        }
+        let mut guarded = patch.clone();
+        guarded["metadata"]["resourceVersion"] = current.meta().resource_version.clone().into();
+        match api.patch(name, params, &Patch::Apply(&guarded)).await {
+            Ok(_) => return Ok(Some(true)),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 3 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

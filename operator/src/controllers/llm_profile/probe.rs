@@ -101,7 +101,10 @@ fn join_url(base: &str, path: &str) -> (String, String) {
         // Admission rejects such a base URL; the request then fails and says so.
         Err(_) => {
             let url = format!("{}/{path}", base.trim_end_matches('/'));
-            (url.clone(), url.split('?').next().unwrap_or_default().to_string())
+            (
+                url.clone(),
+                url.split('?').next().unwrap_or_default().to_string(),
+            )
         }
     }
 }
@@ -221,11 +224,7 @@ mod tests {
 
     #[test]
     fn a_query_in_the_base_url_is_kept_for_the_request_and_hidden_from_messages() {
-        let s = spec(
-            "openai",
-            "https://gw.example/v1?api-key=hunter2",
-            "bearer",
-        );
+        let s = spec("openai", "https://gw.example/v1?api-key=hunter2", "bearer");
         let r = build_request(&s, None);
         assert_eq!(r.url, "https://gw.example/v1/models?api-key=hunter2");
         assert_eq!(r.shown, "https://gw.example/v1/models?<query redacted>");
