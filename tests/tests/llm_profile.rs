@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use aienv::{api::llm_profile::LlmProfile, controllers::llm_profile::CONTROLLER};
 use aienv_tests::{
-    agents::{apply_profile, events_text, put_key, put_secret},
+    agents::{
+        apply_env, apply_profile, create_deployment, events_text, put_key, put_secret, wait_env,
+    },
     conditions::{self, condition},
     llm_server::FakeLlm,
     operator::{self, Which, install_crds},
@@ -232,28 +234,51 @@ async fn unreachable_endpoint_is_reported() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn steady_profile_costs_zero_writes_over_many_reconciles() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("llmp-steady").await? else {
+async fn steady_profile_costs_zero_writes_over_many_probes_and_reconciles() -> anyhow::Result<()> {
+    let Some((client, ns, ctrl)) = setup("llmp-steady").await? else {
         return Ok(());
     };
+    // The environments using the profile run too: a profile status write would wake them.
+    let envs = operator::start(&client, ns.name(), &[Which::AiEnvironment]);
     let server = FakeLlm::start("k").await?;
     let api: Api<LlmProfile> = ns.api();
     put_key(&ns, "key", "k", "k").await?;
+    // Probing every 5 s (the minimum; the default is 60 s), so the window below sees several.
     apply_profile(
         &ns,
         "steady",
         serde_json::json!({
             "provider": "openai", "baseUrl": format!("{}/v1", server.base_url()), "model": "gpt-5",
             "auth": {"secretRef": {"name": "key", "key": "k"}},
-            "probe": {"intervalSeconds": 3600},
+            "probe": {"intervalSeconds": 5},
+        }),
+    )
+    .await?;
+    create_deployment(&ns, "agent", &[("app", "agent")], 1).await?;
+    apply_env(
+        &ns,
+        "dev",
+        serde_json::json!({
+            "llm": {"profileRef": "steady", "harnesses": ["codex"]},
+            "agents": {"selector": {"matchLabels": {"app": "agent"}}},
         }),
     )
     .await?;
     let before = wait_condition(&api, "steady", "Ready", "True", "EndpointHealthy").await?;
-    // Let any in-flight reconcile settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
+    // Let in-flight reconciles and the rollout's status reports settle.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = api
+        .get("steady")
+        .await
+        .map(|p| p.status)
+        .unwrap_or(before.status);
     let metrics = &ctrl.ctx.metrics;
     let writes = metrics.status_writes(CONTROLLER);
+    let env_writes = envs
+        .ctx
+        .metrics
+        .status_writes(aienv::controllers::ai_environment::CONTROLLER);
     let reconciles = metrics.reconciles(CONTROLLER);
     let probes = server.requests();
 
@@ -268,22 +293,37 @@ async fn steady_profile_costs_zero_writes_over_many_reconciles() -> anyhow::Resu
         Ok((metrics.reconciles(CONTROLLER) >= reconciles + 5).then_some(()))
     })
     .await?;
+    // Three probes at least, each answering as before (latency within noise).
+    wait_for(WAIT, "three more probes", || async {
+        Ok((server.requests() >= probes + 3).then_some(()))
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = api.get("steady").await?;
     assert_eq!(
         metrics.status_writes(CONTROLLER),
         writes,
-        "a steady profile must not write its status"
+        "a steady profile must not write its status, probes included: {before:#?} -> {:#?}",
+        after.status
     );
     assert_eq!(
-        after.status, before.status,
+        after.status, before,
         "status unchanged, timestamps included"
     );
     assert_eq!(
-        server.requests(),
-        probes,
-        "no probe before the interval is due"
+        envs.ctx
+            .metrics
+            .status_writes(aienv::controllers::ai_environment::CONTROLLER),
+        env_writes,
+        "the environment using it writes nothing either"
     );
+    assert!(
+        server.requests() <= probes + 6,
+        "probes keep to the interval, touches do not add any ({} -> {})",
+        probes,
+        server.requests()
+    );
+    envs.stop().await;
     ctrl.stop().await;
     ns.cleanup().await
 }

@@ -50,7 +50,14 @@ struct Probed {
     generation: Option<i64>,
     /// sha256 over the key and CA used; never stored anywhere but memory.
     inputs: [u8; 32],
+    /// When it was probed: the schedule, since status.lastProbeTime is only a heartbeat.
+    at: jiff::Timestamp,
 }
+
+/// status.lastProbeTime is refreshed at least this often (or every ten intervals, if longer),
+/// so a stale time still shows that probing stopped; probes in between write nothing unless
+/// something a user reads changed.
+pub const PROBE_HEARTBEAT: Duration = Duration::from_secs(600);
 
 pub struct State {
     pub ctx: Arc<Context>,
@@ -186,11 +193,6 @@ async fn observe(
     let oref = ObjectRef::<Guarded>::new(&profile.name_any()).within(ns);
     let inputs = fingerprint(key.as_deref(), ca.as_deref());
     let now = state.ctx.clock.now();
-    let since_last = profile
-        .status
-        .as_ref()
-        .and_then(|s| s.last_probe_time.as_ref())
-        .and_then(|t| now.duration_since(t.0).try_into().ok());
     let remembered = state
         .memo
         .last
@@ -198,11 +200,12 @@ async fn observe(
         .expect("memo lock")
         .get(&oref)
         .cloned();
+    // Nothing remembered (a restart, a new key or generation): probe now.
+    let since_last: Option<Duration> = remembered
+        .as_ref()
+        .and_then(|p| now.duration_since(p.at).try_into().ok());
     let same_inputs = remembered
-        == Some(Probed {
-            generation: profile.metadata.generation,
-            inputs,
-        });
+        .is_some_and(|p| p.generation == profile.metadata.generation && p.inputs == inputs);
     if let (true, Some(elapsed)) = (same_inputs, since_last)
         && elapsed < interval
     {
@@ -216,6 +219,7 @@ async fn observe(
         Probed {
             generation: profile.metadata.generation,
             inputs,
+            at: now,
         },
     );
     let secret_name = spec
@@ -293,18 +297,46 @@ async fn write_status(
         last_probe_time: old.last_probe_time.clone(),
         consecutive_failures: (failures > 0).then_some(failures),
     };
+    let mut heartbeat_due = false;
     match &finding {
         Finding::Probed { outcome, .. } => {
-            new.latency_ms = status::latency(outcome);
-            new.last_probe_time = Some(now);
+            let measured = status::latency(outcome);
+            if status::latency_moved(old.latency_ms, measured) {
+                new.latency_ms = measured;
+            }
+            let beat = PROBE_HEARTBEAT.max(requeue_interval(profile) * 10);
+            heartbeat_due = old.last_probe_time.as_ref().is_none_or(|t| {
+                Duration::try_from(now.0.duration_since(t.0)).unwrap_or_default() >= beat
+            });
+            // The time changes with every probe: by itself it is not worth a write.
+            new.last_probe_time = if heartbeat_due {
+                Some(now.clone())
+            } else {
+                old.last_probe_time.clone()
+            };
         }
         _ => {
             new.latency_ms = None;
             new.last_probe_time = None;
         }
     }
-    if new == old {
+    let changed = LlmProfileStatus {
+        last_probe_time: None,
+        conditions: Vec::new(),
+        ..new.clone()
+    } != LlmProfileStatus {
+        last_probe_time: None,
+        conditions: Vec::new(),
+        ..old.clone()
+    } || !conditions::equal_ignoring_time(&new.conditions, &old.conditions);
+    if !changed && !heartbeat_due {
         return Ok(requeue);
+    }
+    if changed {
+        // Whatever is written carries the time of the probe that found it.
+        if let Finding::Probed { .. } = &finding {
+            new.last_probe_time = Some(now.clone());
+        }
     }
     let api: Api<LlmProfile> = Api::namespaced(ctx.client.clone(), ns);
     apply::apply_status(&api, apply::manager::LLM_PROFILE, name, &new).await?;
@@ -318,6 +350,18 @@ async fn write_status(
     )
     .await;
     Ok(requeue)
+}
+
+fn requeue_interval(profile: &LlmProfile) -> Duration {
+    Duration::from_secs(
+        profile
+            .spec
+            .probe
+            .as_ref()
+            .map(|p| p.interval_seconds)
+            .unwrap_or(60)
+            .into(),
+    )
 }
 
 fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {

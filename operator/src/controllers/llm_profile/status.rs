@@ -26,6 +26,19 @@ pub enum Finding {
     },
 }
 
+/// Whether a new latency reading is worth a status write: it moved by more than 20 % of the
+/// recorded one and by more than 100 ms (below that it is scheduling noise, on a busy node too),
+/// or it appeared or went away.
+pub fn latency_moved(recorded: Option<u64>, measured: Option<u64>) -> bool {
+    match (recorded, measured) {
+        (Some(old), Some(new)) => {
+            let delta = old.abs_diff(new);
+            delta > 100 && delta * 5 > old
+        }
+        (a, b) => a.is_some() != b.is_some(),
+    }
+}
+
 /// The conditions to upsert, and the ones to remove.
 pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) {
     match finding {
@@ -62,12 +75,14 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                 .map(|s| format!("check the API key in Secret {s:?}"))
                 .unwrap_or_else(|| "this profile sends no API key: set auth.secretRef".to_string());
             let conds = match outcome {
-                Outcome::Ok { latency_ms } => vec![
+                // Latency is status.latencyMs (written when it moves): a message that changed with
+                // every probe would rewrite the status, and wake every environment, each time.
+                Outcome::Ok { .. } => vec![
                     accepted,
                     Desired::true_(
                         ENDPOINT_REACHABLE,
                         "Reachable",
-                        format!("GET {url} answered in {latency_ms} ms"),
+                        format!("GET {url} answered"),
                     ),
                     Desired::true_(
                         CREDENTIALS_VALID,
@@ -77,10 +92,10 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::true_(
                         READY,
                         "EndpointHealthy",
-                        format!("endpoint reachable and key accepted ({latency_ms} ms)"),
+                        "endpoint reachable and key accepted",
                     ),
                 ],
-                Outcome::Degraded { status, latency_ms } => {
+                Outcome::Degraded { status, .. } => {
                     let why = if *status == 429 {
                         "RateLimited"
                     } else {
@@ -91,9 +106,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                         Desired::true_(
                             ENDPOINT_REACHABLE,
                             why,
-                            format!(
-                                "GET {url} answered HTTP {status} in {latency_ms} ms: shedding load, not down"
-                            ),
+                            format!("GET {url} answered HTTP {status}: shedding load, not down"),
                         ),
                         Desired::unknown(
                             CREDENTIALS_VALID,
@@ -229,6 +242,15 @@ pub fn latency(outcome: &Outcome) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_is_rewritten_only_when_it_really_moves() {
+        assert!(!latency_moved(Some(3), Some(90)), "87 ms is noise");
+        assert!(!latency_moved(Some(800), Some(920)), "15 % is noise");
+        assert!(latency_moved(Some(800), Some(1000)));
+        assert!(latency_moved(None, Some(5)) && latency_moved(Some(5), None));
+        assert!(!latency_moved(None, None));
+    }
     use crate::conditions::Status;
 
     fn ready(f: &Finding) -> Desired {
@@ -263,7 +285,9 @@ mod tests {
     fn probe_ok_is_ready() {
         let r = ready(&probed(Outcome::Ok { latency_ms: 12 }));
         assert_eq!(r.status, Status::True);
-        assert!(r.message.contains("12 ms"));
+        // Latency lives in status.latencyMs: a message changing with it would rewrite status.
+        let again = ready(&probed(Outcome::Ok { latency_ms: 480 }));
+        assert_eq!(r.message, again.message);
     }
 
     #[test]
