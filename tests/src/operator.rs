@@ -59,13 +59,8 @@ pub struct RunningControllers {
     handle: JoinHandle<()>,
 }
 
-/// Which controllers to start.
-#[derive(Clone, Copy, Debug)]
-pub enum Which {
-    LlmProfile,
-    AiEnvironment,
-    MemoryStore,
-}
+/// Which controllers to start (the operator's own list).
+pub use aienv::controllers::Which;
 
 pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningControllers {
     let mut registry = Registry::default();
@@ -77,28 +72,11 @@ pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningContro
         Arc::new(SystemClock),
     ));
     let (stop, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for w in which {
-        let shutdown = aienv::runtime::stopped(rx.clone());
-        match w {
-            Which::LlmProfile => tasks.push(tokio::spawn(aienv::controllers::llm_profile::run(
-                ctx.clone(),
-                shutdown,
-            ))),
-            Which::AiEnvironment => tasks.push(tokio::spawn(
-                aienv::controllers::ai_environment::run(ctx.clone(), shutdown),
-            )),
-            Which::MemoryStore => tasks.push(tokio::spawn(aienv::controllers::memory_store::run(
-                ctx.clone(),
-                shutdown,
-            ))),
-        }
-    }
-    let handle = tokio::spawn(async move {
-        for t in tasks {
-            let _ = t.await;
-        }
-    });
+    let handle = tokio::spawn(aienv::controllers::run_all(
+        ctx.clone(),
+        which.to_vec(),
+        aienv::runtime::stopped(rx),
+    ));
     RunningControllers { ctx, stop, handle }
 }
 

@@ -11,6 +11,7 @@ pub mod finalizer;
 pub mod mapping;
 pub mod metrics;
 pub mod policy;
+pub mod shared;
 
 pub use context::Context;
 pub use error::{Error, Result};

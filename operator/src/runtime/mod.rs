@@ -114,11 +114,6 @@ async fn run_controllers(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     info!("starting controllers");
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    tokio::join!(
-        crate::controllers::llm_profile::run(ctx.clone(), shutdown.clone()),
-        crate::controllers::ai_environment::run(ctx.clone(), shutdown.clone()),
-        crate::controllers::memory_store::run(ctx, shutdown),
-    );
+    crate::controllers::run_all(ctx, crate::controllers::Which::ALL.to_vec(), shutdown).await;
     info!("controllers stopped");
 }

@@ -17,11 +17,7 @@ use std::{
 
 use k8s_openapi::{
     ByteString,
-    api::{
-        apps::v1::{Deployment, StatefulSet},
-        core::v1::Secret,
-        networking::v1::NetworkPolicy,
-    },
+    api::{core::v1::Secret, networking::v1::NetworkPolicy},
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time},
 };
 use kube::{
@@ -51,6 +47,7 @@ use crate::{
         memory_store::MemoryStore,
     },
     conditions,
+    controller::shared::{Readers, Subscriptions},
     controller::{
         Context, Error, Result, apply, children,
         policy::{self, Backoffs},
@@ -69,6 +66,8 @@ type Guarded = DeserializeGuard<AiEnvironment>;
 
 pub struct State {
     pub ctx: Arc<Context>,
+    /// The shared caches of Deployments and StatefulSets the agents are read from.
+    workloads: Readers,
     /// Environment → the Secrets its profiles read API keys from (for the Secret watch).
     secret_refs: Mutex<HashMap<ObjectRef<Guarded>, BTreeSet<String>>>,
     /// What this process last did per environment. The object a reconcile receives comes from the
@@ -103,19 +102,31 @@ impl State {
 }
 
 /// Run the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    subs: Subscriptions,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let metrics = ctx.metrics.clone();
     let cfg = || watcher::Config::default().any_semantic();
     let controller = Controller::new(ctx.watched::<Guarded>(), cfg());
     let store = controller.store();
     let state = Arc::new(State {
         ctx: ctx.clone(),
+        workloads: subs.readers.clone(),
         secret_refs: Mutex::default(),
         memo: Mutex::default(),
         backoffs: Backoffs::default(),
         store: store.clone(),
     });
     let (s1, s2, s3, s4) = (store.clone(), store.clone(), store.clone(), store);
+    let (Some(deployments), Some(statefulsets)) = (subs.deployments, subs.statefulsets) else {
+        tracing::error!("the AiEnvironment controller needs the shared workload watches");
+        return;
+    };
+    // Workloads are read from the caches: an empty one before its first list would look like
+    // "no workloads selected".
+    subs.readers.ready().await;
     let st = state.clone();
     policy::drain(
         controller
@@ -125,21 +136,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 cfg(),
                 move |p| envs_using_profile(&s1, &p.metadata),
             )
-            .watches(
-                ctx.watched::<PartialObjectMeta<Secret>>(),
-                cfg(),
-                move |s| envs_using_secret(&st, &s.metadata),
-            )
-            .watches(
-                ctx.watched::<PartialObjectMeta<Deployment>>(),
-                cfg(),
-                move |d| envs_selecting(&s2, &d.metadata),
-            )
-            .watches(
-                ctx.watched::<PartialObjectMeta<StatefulSet>>(),
-                cfg(),
-                move |s| envs_selecting(&s3, &s.metadata),
-            )
+            .watches_shared_stream(subs.secrets, move |s| envs_using_secret(&st, &s.metadata))
+            .watches_shared_stream(deployments, move |d| envs_selecting(&s2, &d.metadata))
+            .watches_shared_stream(statefulsets, move |s| envs_selecting(&s3, &s.metadata))
             .watches(
                 ctx.watched::<PartialObjectMeta<MemoryStore>>(),
                 cfg(),
@@ -599,7 +598,7 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
     let rollout_state = match selector(&spec.agents.selector) {
         Err(p) => RolloutState::Failed(p),
         Ok(sel) => {
-            ws = workloads::list(&client, ns, &sel).await?;
+            ws = workloads::list(&state.workloads, ns, &sel);
             if ws.is_empty() {
                 RolloutState::Failed(Problem {
                     reason: "NoWorkloadsSelected",

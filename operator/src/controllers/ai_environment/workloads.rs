@@ -5,39 +5,41 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, Patch, PatchParams},
-    core::Selector,
+    api::{Patch, PatchParams},
+    core::{Selector, SelectorExt},
 };
 
 use super::rollout::{HASH_ANNOTATION, Kind, Workload};
-use crate::controller::{Result, apply::manager};
+use crate::controller::{apply::manager, shared::Readers};
 use crate::controllers::memory_store::children::LABEL_CLIENT;
 
 /// How many workload patches are in flight at once.
 pub const PATCH_CONCURRENCY: usize = 16;
 
-/// Every Deployment and StatefulSet in `ns` matching `selector`, sorted by kind and name.
-pub async fn list(client: &Client, ns: &str, selector: &Selector) -> Result<Vec<Workload>> {
-    let lp = ListParams::default().labels_from(selector);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    let mut out: Vec<Workload> = deployments
-        .list(&lp)
-        .await?
-        .items
+/// Every Deployment and StatefulSet in `ns` matching `selector`, from the shared watch caches
+/// (no API call), sorted by kind and name.
+pub fn list(caches: &Readers, ns: &str, selector: &Selector) -> Vec<Workload> {
+    let matches = |meta: &kube::api::ObjectMeta| {
+        meta.namespace.as_deref() == Some(ns)
+            && selector.matches(meta.labels.as_ref().unwrap_or(&Default::default()))
+    };
+    let mut out: Vec<Workload> = caches
+        .deployments
+        .state()
         .iter()
-        .map(from_deployment)
+        .filter(|d| matches(&d.metadata))
+        .map(|d| from_deployment(d))
         .collect();
     out.extend(
-        statefulsets
-            .list(&lp)
-            .await?
-            .items
+        caches
+            .statefulsets
+            .state()
             .iter()
-            .map(from_statefulset),
+            .filter(|s| matches(&s.metadata))
+            .map(|s| from_statefulset(s)),
     );
     out.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
-    Ok(out)
+    out
 }
 
 fn template_hash(

@@ -28,6 +28,7 @@ use self::{status::Finding, validate::Problem};
 use crate::{
     api::llm_profile::{LlmProfile, LlmProfileStatus},
     conditions,
+    controller::shared::Subscriptions,
     controller::{
         Context, Error, Result, apply, mapping,
         policy::{self, Backoffs},
@@ -66,10 +67,13 @@ pub struct State {
 }
 
 /// Run the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    subs: Subscriptions,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let metrics = ctx.metrics.clone();
     let profiles = ctx.watched::<Guarded>();
-    let secrets = ctx.watched::<PartialObjectMeta<Secret>>();
     let controller = Controller::new(profiles, watcher::Config::default().any_semantic());
     let store = controller.store();
     let state = Arc::new(State {
@@ -79,11 +83,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     });
     policy::drain(
         controller
-            .watches(
-                secrets,
-                watcher::Config::default().any_semantic(),
-                move |secret| profiles_referencing(&store, &secret),
-            )
+            .watches_shared_stream(subs.secrets, move |secret| {
+                profiles_referencing(&store, &secret)
+            })
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,

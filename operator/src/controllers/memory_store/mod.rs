@@ -43,6 +43,7 @@ use crate::{
         Counts, DeletionPolicy, Endpoint, MemoryStore, MemoryStoreStatus, StoreMode,
     },
     conditions,
+    controller::shared::Subscriptions,
     controller::{
         Context, Error, Result, apply, finalizer, mapping,
         policy::{self, Backoffs},
@@ -84,7 +85,11 @@ impl State {
 }
 
 /// Run the controller until `shutdown` resolves.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(
+    ctx: Arc<Context>,
+    subs: Subscriptions,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let metrics = ctx.metrics.clone();
     let stores = ctx.watched::<Guarded>();
     let cfg = || watcher::Config::default().any_semantic();
@@ -103,11 +108,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .owns(ctx.watched::<StatefulSet>(), owned_cfg())
             .owns(ctx.watched::<Service>(), owned_cfg())
             .owns(ctx.watched::<NetworkPolicy>(), owned_cfg())
-            .watches(
-                ctx.watched::<PartialObjectMeta<Secret>>(),
-                cfg(),
-                move |secret| stores_using(&store, &secret),
-            )
+            .watches_shared_stream(subs.secrets, move |secret| stores_using(&store, &secret))
             .graceful_shutdown_on(shutdown)
             .run(reconcile, error_policy, state),
         CONTROLLER,
