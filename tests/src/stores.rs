@@ -94,3 +94,44 @@ pub async fn table_exists(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<bo
         .fetch_one(pool)
         .await?)
 }
+
+/// An external-mode store test's set-up: the test environment, the CRDs, a fresh namespace, a
+/// fresh database whose superuser URI is in Secret `pg` (key `uri`), and the MemoryStore
+/// controller scoped to the namespace. End it with [`ExternalScenario::finish`].
+pub struct ExternalScenario {
+    pub client: kube::Client,
+    pub ns: TestNamespace,
+    pub db: crate::testenv::TestDatabase,
+    pub ops: crate::operator::RunningControllers,
+    pub api: Api<MemoryStore>,
+}
+
+/// `None` when the test is to be skipped (no environment; see `require_env`).
+pub async fn external_scenario(prefix: &str) -> anyhow::Result<Option<ExternalScenario>> {
+    let Some(env) = crate::testenv::require_env() else {
+        return Ok(None);
+    };
+    let client = env.kube_client().await?;
+    crate::operator::install_crds(&client).await?;
+    let ns = env.test_namespace(&client, prefix).await?;
+    let db = env.test_database(&prefix.replace('-', "_")).await?;
+    put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
+    let ops = crate::operator::start(&client, ns.name(), &[crate::operator::Which::MemoryStore]);
+    let api = ns.api();
+    Ok(Some(ExternalScenario {
+        client,
+        ns,
+        db,
+        ops,
+        api,
+    }))
+}
+
+impl ExternalScenario {
+    /// Stop the controller, delete the namespace and drop the database.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.ops.stop().await;
+        self.ns.cleanup().await?;
+        self.db.cleanup().await
+    }
+}

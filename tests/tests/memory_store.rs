@@ -12,8 +12,8 @@ use aienv_tests::{
     conditions::condition,
     operator::{self, Which, install_crds},
     stores::{
-        WAIT, apply_store, delete_and_wait, events_text, put_secret, table_exists, touch,
-        wait_condition,
+        ExternalScenario, WAIT, apply_store, delete_and_wait, events_text, external_scenario,
+        put_secret, table_exists, touch, wait_condition,
     },
     testenv::{require_env, wait_for},
 };
@@ -77,20 +77,16 @@ fn captured_logs() -> LogCapture {
 
 #[tokio::test]
 async fn external_mode_end_to_end() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
-        return Ok(());
-    };
     // Every log line of this test binary: a process-wide subscriber, because tracing's per-callsite
     // interest cache makes a thread-local one miss events that other tests' threads reached first.
     let logs = captured_logs();
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-ext").await?;
-    let db = env.test_database("memstore_ext").await?;
+    let Some(ExternalScenario {
+        ns, db, ops, api, ..
+    }) = external_scenario("memstore-ext").await?
+    else {
+        return Ok(());
+    };
     let password = url::Url::parse(&db.url)?.password().unwrap().to_string();
-    put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
-    let api: Api<MemoryStore> = ns.api();
 
     apply_store(
         &api,
@@ -294,16 +290,12 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn external_retain_keeps_data_and_invalid_stores_still_delete() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(ExternalScenario {
+        ns, db, ops, api, ..
+    }) = external_scenario("memstore-ret").await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-ret").await?;
-    let db = env.test_database("memstore_ret").await?;
-    put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
-    let api: Api<MemoryStore> = ns.api();
 
     apply_store(
         &api,

@@ -4,20 +4,15 @@
 //! another session holds is waited for, a dead build's INVALID index is rebuilt, and the store's
 //! maintenance_work_mem reaches the building session.
 
-use aienv::{
-    api::memory_store::MemoryStore,
-    memory::{Memories, MemoryType, NewMemory, schema::INDEX_BUILD_LOCK_KEY},
-};
+use aienv::memory::{Memories, MemoryType, NewMemory, schema::INDEX_BUILD_LOCK_KEY};
 use aienv_tests::{
     conditions::condition,
-    operator::{self, Which, install_crds},
     stores::{
-        WAIT, apply_store, delete_and_wait, events_text, put_secret, table_exists, touch,
-        wait_condition,
+        ExternalScenario, WAIT, apply_store, delete_and_wait, events_text, external_scenario,
+        table_exists, touch, wait_condition,
     },
-    testenv::{require_env, wait_for},
+    testenv::wait_for,
 };
-use kube::Api;
 
 fn external(extra: serde_json::Value) -> serde_json::Value {
     let mut spec = serde_json::json!({
@@ -42,14 +37,12 @@ async fn count(pool: &sqlx::PgPool, table: &str) -> anyhow::Result<i64> {
 
 #[tokio::test]
 async fn stores_on_one_database_never_share_or_take_tables() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(ExternalScenario {
+        ns, db, ops, api, ..
+    }) = external_scenario("memstore-ten").await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-ten").await?;
-    let db = env.test_database("memstore_ten").await?;
-    put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
     // Someone else's `memories` in the default schema, and a schema with an unrelated table.
     for sql in [
         "CREATE TABLE public.memories (id int, note text)",
@@ -61,8 +54,6 @@ async fn stores_on_one_database_never_share_or_take_tables() -> anyhow::Result<(
             .execute(&db.pool)
             .await?;
     }
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
-    let api: Api<MemoryStore> = ns.api();
 
     apply_store(&api, "alpha", external(serde_json::json!({}))).await?;
     apply_store(&api, "beta", external(serde_json::json!({}))).await?;
@@ -142,16 +133,12 @@ async fn stores_on_one_database_never_share_or_take_tables() -> anyhow::Result<(
 
 #[tokio::test]
 async fn the_index_builds_in_the_background_and_dead_builds_are_redone() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(ExternalScenario {
+        ns, db, ops, api, ..
+    }) = external_scenario("memstore-idx").await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-idx").await?;
-    let db = env.test_database("memstore_idx").await?;
-    put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
-    let api: Api<MemoryStore> = ns.api();
 
     // Another session holds the build lock (another operator building): the store is usable
     // and says the index is building; nothing is built beside it.

@@ -74,11 +74,7 @@ pub async fn claim_schema(
             Claim::MovedFromPublic(legacy)
         });
     }
-    let recorded = sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
-        .bind(format!("{s}.{OWNER_TABLE}"))
-        .fetch_one(&mut *conn)
-        .await?;
-    if !recorded {
+    let Some((ns, name, uid)) = recorded_owner(conn, s).await? else {
         let foreign: Vec<String> = sqlx::query_scalar(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 ORDER BY 1 LIMIT 6",
         )
@@ -101,14 +97,7 @@ pub async fn claim_schema(
         create(&mut tx, target).await?;
         tx.commit().await?;
         return Ok(Claim::Created);
-    }
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT namespace, name, uid FROM {s}.{OWNER_TABLE}"
-    )))
-    .fetch_one(&mut *conn)
-    .await?;
-    let (ns, name, uid): (String, String, String) =
-        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    };
     let me = &target.owner;
     if uid == me.uid {
         return Ok(Claim::Owned);
@@ -171,26 +160,35 @@ async fn legacy_tables(conn: &mut PgConnection) -> Result<Vec<String>, MemoryErr
     Ok(found)
 }
 
+/// The (namespace, name, uid) the schema is recorded for, if it has an owner record.
+async fn recorded_owner(
+    conn: &mut PgConnection,
+    schema: &str,
+) -> Result<Option<(String, String, String)>, MemoryError> {
+    let recorded = sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
+        .bind(format!("{schema}.{OWNER_TABLE}"))
+        .fetch_one(&mut *conn)
+        .await?;
+    if !recorded {
+        return Ok(None);
+    }
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT namespace, name, uid FROM {schema}.{OWNER_TABLE}"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(Some((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+}
+
 /// Why the schema is not this store's to drop (None: it is). Deletion drops nothing otherwise.
 pub async fn foreign_owner(
     conn: &mut PgConnection,
     target: &StoreTarget,
 ) -> Result<Option<String>, MemoryError> {
     let s = &target.schema;
-    let recorded = sqlx::query_scalar::<_, bool>("SELECT to_regclass($1) IS NOT NULL")
-        .bind(format!("{s}.{OWNER_TABLE}"))
-        .fetch_one(&mut *conn)
-        .await?;
-    if !recorded {
+    let Some((ns, name, uid)) = recorded_owner(conn, s).await? else {
         return Ok(Some(format!("schema {s} is not recorded as any store's")));
-    }
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT namespace, name, uid FROM {s}.{OWNER_TABLE}"
-    )))
-    .fetch_one(&mut *conn)
-    .await?;
-    let (ns, name, uid): (String, String, String) =
-        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    };
     Ok((uid != target.owner.uid).then(|| {
         format!("schema {s} belongs to MemoryStore {ns}/{name} (uid {uid}), not to this one")
     }))
