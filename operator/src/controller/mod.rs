@@ -8,6 +8,7 @@ pub mod digest;
 pub mod error;
 pub mod events;
 pub mod finalizer;
+pub mod labels;
 pub mod mapping;
 pub mod metrics;
 pub mod policy;

@@ -363,7 +363,10 @@ async fn apply_secret(
             name: Some(name.to_string()),
             labels: Some(BTreeMap::from([
                 (netpol::ENV_LABEL.to_string(), owner.name.clone()),
-                ("app.kubernetes.io/managed-by".into(), "aienv".into()),
+                (
+                    crate::controller::labels::LABEL_MANAGED_BY.into(),
+                    crate::controller::labels::MANAGED_BY.into(),
+                ),
             ])),
             annotations: Some(BTreeMap::from([(
                 HASH_ANNOTATION.to_string(),

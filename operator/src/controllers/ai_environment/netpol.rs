@@ -13,7 +13,10 @@ use k8s_openapi::{
     },
 };
 
-use crate::api::ai_environment::{DnsPeer, NetworkPolicySpec as Settings};
+use crate::{
+    api::ai_environment::{DnsPeer, NetworkPolicySpec as Settings},
+    controller::labels::{LABEL_MANAGED_BY, MANAGED_BY},
+};
 
 /// Label on every child of an environment: its name.
 pub const ENV_LABEL: &str = "aienv.orchestr8.io/environment";
@@ -59,10 +62,7 @@ pub fn build(
         name: Some(format!("{env}-{suffix}")),
         labels: Some(BTreeMap::from([
             (ENV_LABEL.to_string(), env.to_string()),
-            (
-                "app.kubernetes.io/managed-by".to_string(),
-                "aienv".to_string(),
-            ),
+            (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
         ])),
         owner_references: Some(vec![owner.clone()]),
         ..Default::default()

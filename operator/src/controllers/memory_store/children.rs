@@ -42,11 +42,10 @@ use crate::api::memory_store::{
 
 pub const LABEL_STORE: &str = "aienv.orchestr8.io/store";
 pub const LABEL_CLIENT: &str = "aienv.orchestr8.io/memory-store";
-pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+pub use crate::controller::labels::{
+    LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY, OPERATOR_LABEL,
+};
 pub const COMPONENT_DB: &str = "memory-store-db";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "aienv-operator";
-pub const OPERATOR_LABEL: (&str, &str) = ("app.kubernetes.io/name", "aienv-operator");
 
 pub const PG_PORT: u16 = 5432;
 pub const PG_USER: &str = "aienv";

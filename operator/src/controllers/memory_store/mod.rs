@@ -353,7 +353,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     Ok((
         Finding::Prepared {
             endpoint: shown,
-            prepared,
+            prepared: Box::new(prepared),
             layout,
             index,
         },

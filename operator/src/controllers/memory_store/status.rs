@@ -31,7 +31,7 @@ pub enum Finding {
     /// Connected and prepared.
     Prepared {
         endpoint: String,
-        prepared: Prepared,
+        prepared: Box<Prepared>,
         layout: StoreLayout,
         index: IndexReport,
     },
@@ -229,7 +229,7 @@ mod tests {
     fn prepared_store_is_ready() {
         let c = conditions(&Finding::Prepared {
             endpoint: "db:5432/x".into(),
-            prepared: prepared(None),
+            prepared: Box::new(prepared(None)),
             layout: layout(),
             index: IndexReport::Built,
         });
@@ -245,12 +245,12 @@ mod tests {
     fn dimension_change_requires_reindex_and_is_not_ready() {
         let c = conditions(&Finding::Prepared {
             endpoint: "db:5432/x".into(),
-            prepared: prepared(Some(ReindexNeeded {
+            prepared: Box::new(prepared(Some(ReindexNeeded {
                 stored_dimensions: 768,
                 stored_model: "nomic-embed-text".into(),
                 wanted_dimensions: 1024,
                 wanted_model: "nomic-embed-text".into(),
-            })),
+            }))),
             layout: layout(),
             index: IndexReport::Built,
         });
@@ -266,7 +266,7 @@ mod tests {
     fn a_building_index_is_reported_and_the_store_stays_usable() {
         let c = conditions(&Finding::Prepared {
             endpoint: "db:5432/x".into(),
-            prepared: prepared(None),
+            prepared: Box::new(prepared(None)),
             layout: layout(),
             index: IndexReport::Building(
                 "building index: loading tuples, 40% (4/10 tuples)".into(),
