@@ -10,7 +10,7 @@ pub mod status;
 pub mod workloads;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -25,10 +25,10 @@ use kube::{
     api::ListParams,
     core::{DeserializeGuard, PartialObjectMeta, Selector, SelectorExt},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::EventType,
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -68,8 +68,9 @@ pub struct State {
     pub ctx: Arc<Context>,
     /// The shared caches of Deployments and StatefulSets the agents are read from.
     workloads: Readers,
-    /// Environment → the Secrets its profiles read API keys from (for the Secret watch).
-    secret_refs: Mutex<HashMap<ObjectRef<Guarded>, BTreeSet<String>>>,
+    /// Every profile in scope (a reflector of the profile watch): Secret → profiles →
+    /// environments is a lookup.
+    profiles: Store<DeserializeGuard<LlmProfile>>,
     /// What this process last did per environment. The object a reconcile receives comes from the
     /// watch cache and may not show the status this process wrote a moment ago; deciding on it
     /// alone could roll twice within minIntervalSeconds or announce a failover twice.
@@ -94,10 +95,6 @@ impl State {
             .lock()
             .expect("memo lock")
             .retain(|k, _| present(k));
-        self.secret_refs
-            .lock()
-            .expect("secret refs lock")
-            .retain(|k, _| present(k));
     }
 }
 
@@ -111,10 +108,16 @@ pub async fn run(
     let cfg = || watcher::Config::default().any_semantic();
     let controller = Controller::new(ctx.watched::<Guarded>(), cfg());
     let store = controller.store();
+    let (profiles_reader, profiles_writer) = reflector::store();
+    let profile_events = reflector::reflector(
+        profiles_writer,
+        watcher(ctx.watched::<DeserializeGuard<LlmProfile>>(), cfg()).default_backoff(),
+    )
+    .touched_objects();
     let state = Arc::new(State {
         ctx: ctx.clone(),
         workloads: subs.readers.clone(),
-        secret_refs: Mutex::default(),
+        profiles: profiles_reader,
         memo: Mutex::default(),
         backoffs: Backoffs::default(),
         store: store.clone(),
@@ -131,11 +134,9 @@ pub async fn run(
     policy::drain(
         controller
             .owns(ctx.watched::<NetworkPolicy>(), cfg())
-            .watches(
-                ctx.watched::<PartialObjectMeta<LlmProfile>>(),
-                cfg(),
-                move |p| envs_using_profile(&s1, &p.metadata),
-            )
+            .watches_stream(profile_events, move |p| {
+                envs_using_profile(&s1, &profile_meta(&p))
+            })
             .watches_shared_stream(subs.secrets, move |s| envs_using_secret(&st, &s.metadata))
             .watches_shared_stream(deployments, move |d| envs_selecting(&s2, &d.metadata))
             .watches_shared_stream(statefulsets, move |s| envs_selecting(&s3, &s.metadata))
@@ -183,6 +184,14 @@ fn envs_using_profile(store: &Store<Guarded>, meta: &ObjectMeta) -> Vec<ObjectRe
         .collect()
 }
 
+/// A profile's metadata, decodable or not.
+fn profile_meta(p: &DeserializeGuard<LlmProfile>) -> ObjectMeta {
+    match &p.0 {
+        Ok(p) => p.metadata.clone(),
+        Err(invalid) => invalid.metadata.clone(),
+    }
+}
+
 /// The environment owning the Secret, and environments whose profiles read a key from it.
 fn envs_using_secret(state: &State, meta: &ObjectMeta) -> Vec<ObjectRef<Guarded>> {
     let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
@@ -197,12 +206,18 @@ fn envs_using_secret(state: &State, meta: &ObjectMeta) -> Vec<ObjectRef<Guarded>
         })
         .map(|o| ObjectRef::new(&o.name).within(ns))
         .collect();
-    let refs = state.secret_refs.lock().expect("secret refs lock");
-    out.extend(
-        refs.iter()
-            .filter(|(r, names)| r.namespace.as_deref() == Some(ns) && names.contains(name))
-            .map(|(r, _)| r.clone()),
-    );
+    for profile in state.profiles.state() {
+        let Ok(p) = &profile.0 else { continue };
+        let reads_it = p.namespace().as_deref() == Some(ns)
+            && p.spec
+                .auth
+                .as_ref()
+                .and_then(|a| a.secret_ref.as_ref())
+                .is_some_and(|r| r.name == name);
+        if reads_it {
+            out.extend(envs_using_profile(&state.store, &p.metadata));
+        }
+    }
     out
 }
 
@@ -269,11 +284,6 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
     if env.metadata.deletion_timestamp.is_some() {
         // Children go with the garbage collector; forget what this process remembered.
         state.memo.lock().expect("memo lock").remove(&oref(env));
-        state
-            .secret_refs
-            .lock()
-            .expect("secret refs lock")
-            .remove(&oref(env));
         return Ok(Action::await_change());
     }
     let ns = env
@@ -494,22 +504,6 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
             found.insert(n.clone(), p);
         }
     }
-    let key_secrets: BTreeSet<String> = found
-        .values()
-        .filter_map(|p| {
-            p.spec
-                .auth
-                .as_ref()?
-                .secret_ref
-                .as_ref()
-                .map(|r| r.name.clone())
-        })
-        .collect();
-    state
-        .secret_refs
-        .lock()
-        .expect("secret refs lock")
-        .insert(oref(env), key_secrets);
     let profile_conds: BTreeMap<String, Vec<_>> = found
         .iter()
         .map(|(k, p)| {
