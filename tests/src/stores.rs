@@ -9,7 +9,10 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
 };
 
-use crate::testenv::{TestNamespace, wait_for};
+use crate::{
+    agents::apply_json,
+    testenv::{TestNamespace, wait_for},
+};
 
 /// How long a store may take to reach a condition on the loopback servers.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -33,12 +36,7 @@ pub async fn apply_store(
         "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
         "metadata": {"name": name}, "spec": spec,
     });
-    api.patch(
-        name,
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
+    apply_json(api, obj).await?;
     Ok(())
 }
 
@@ -47,17 +45,11 @@ pub async fn put_secret(
     name: &str,
     data: &[(&str, &str)],
 ) -> anyhow::Result<()> {
-    let api: Api<Secret> = ns.api();
     let obj = serde_json::json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
         "stringData": data.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
     });
-    api.patch(
-        name,
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
+    apply_json(&ns.api::<Secret>(), obj).await?;
     Ok(())
 }
 
