@@ -205,7 +205,7 @@ start_kubelet() { # start_kubelet API_URL
   sign_cert kubelet-serving "/O=system:nodes/CN=system:node:$NODE_NAME" \
     "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:$NODE_IP,DNS:$NODE_NAME\n"
   write_kubeconfig_for "$d/kubelet.kubeconfig" "$1" kubelet-client
-  healthz="$(free_port)" port="$(free_port)"
+  read -r healthz port <<<"$(free_ports 2)"
   echo "nameserver $NODE_IP" >"$d/resolv.conf"
   cat >"$d/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
@@ -264,8 +264,7 @@ EOF
 
 start_node_services() {
   local d="$STATE/node" sched_port proxy_healthz proxy_metrics dns_health dns_ready
-  sched_port="$(free_port)" proxy_healthz="$(free_port)" proxy_metrics="$(free_port)"
-  dns_health="$(free_port)" dns_ready="$(free_port)"
+  read -r sched_port proxy_healthz proxy_metrics dns_health dns_ready <<<"$(free_ports 5)"
   start_bg kube-scheduler "$KBIN/kube-scheduler" --kubeconfig="$STATE/kubeconfig" \
     --authentication-kubeconfig="$STATE/kubeconfig" --authorization-kubeconfig="$STATE/kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false
