@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod policy;
 pub mod shared;
+pub mod status;
 
 pub use context::Context;
 pub use error::{Error, Result};

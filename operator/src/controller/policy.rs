@@ -9,13 +9,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{
     Resource, ResourceExt,
     core::DeserializeGuard,
     runtime::{
         controller::{self as runtime_controller, Action},
-        events::EventType,
         watcher,
     },
 };
@@ -152,36 +150,6 @@ impl WarnLimiter {
             }
         }
     }
-}
-
-/// Publish an Event when the Ready condition's status or reason changed between two condition
-/// lists: Normal when it became True, Warning otherwise.
-pub async fn ready_event(
-    ctx: &Context,
-    reference: &ObjectReference,
-    old: &[Condition],
-    new: &[Condition],
-) {
-    let old_ready = crate::conditions::get(old, "Ready");
-    let Some(nr) = crate::conditions::get(new, "Ready") else {
-        return;
-    };
-    if old_ready.map(|c| (&c.status, &c.reason)) == Some((&nr.status, &nr.reason)) {
-        return;
-    }
-    let type_ = if nr.status == "True" {
-        EventType::Normal
-    } else {
-        EventType::Warning
-    };
-    ctx.event(
-        reference,
-        type_,
-        &nr.reason,
-        "Reconcile",
-        nr.message.clone(),
-    )
-    .await;
 }
 
 #[cfg(test)]

@@ -487,11 +487,10 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
             observed_generation: env.metadata.generation,
             ..old.clone()
         };
-        if new != old {
-            let api: Api<AiEnvironment> = Api::namespaced(client, ns);
-            apply::apply_status(&api, apply::manager::AI_ENVIRONMENT, name, &new).await?;
-            ctx.metrics.status_write(CONTROLLER);
-        }
+        let api: Api<AiEnvironment> = Api::namespaced(client, ns);
+        status_writer(&env_ref)
+            .write(ctx, &api, name, &old, &new, false)
+            .await?;
         return Ok(Action::await_change());
     }
 
@@ -831,12 +830,10 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
             .collect(),
         last_rollout_time: last_rollout,
     };
-    if new != old {
-        let api: Api<AiEnvironment> = Api::namespaced(client, ns);
-        apply::apply_status(&api, apply::manager::AI_ENVIRONMENT, name, &new).await?;
-        ctx.metrics.status_write(CONTROLLER);
-        publish_ready_change(&old, &new, &env_ref, ctx).await;
-    }
+    let api: Api<AiEnvironment> = Api::namespaced(client, ns);
+    status_writer(&env_ref)
+        .write(ctx, &api, name, &old, &new, false)
+        .await?;
     Ok(requeue
         .into_iter()
         .min()
@@ -844,28 +841,17 @@ async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> Resul
         .unwrap_or_else(|| Action::requeue(RESYNC)))
 }
 
-/// One Event whenever Ready changes status or reason: Warning for problems, Normal otherwise.
-async fn publish_ready_change(
-    old: &AiEnvironmentStatus,
-    new: &AiEnvironmentStatus,
+/// The status writer of an environment: a Ready change is an Event, Normal while a rollout is on
+/// its way, Warning for problems.
+fn status_writer(
     env_ref: &k8s_openapi::api::core::v1::ObjectReference,
-    ctx: &Context,
-) {
-    let old_ready = conditions::get(&old.conditions, status::READY);
-    let Some(nr) = conditions::get(&new.conditions, status::READY) else {
-        return;
-    };
-    if old_ready.map(|c| (&c.status, &c.reason)) == Some((&nr.status, &nr.reason)) {
-        return;
+) -> crate::controller::status::Writer<'_> {
+    crate::controller::status::Writer {
+        controller: CONTROLLER,
+        manager: apply::manager::AI_ENVIRONMENT,
+        reference: env_ref,
+        progressing: &["RolloutPending", "CanaryProgressing", "Suspended"],
     }
-    let progressing = ["RolloutPending", "CanaryProgressing", "Suspended"];
-    let type_ = if nr.status == "True" || progressing.contains(&nr.reason.as_str()) {
-        EventType::Normal
-    } else {
-        EventType::Warning
-    };
-    ctx.event(env_ref, type_, &nr.reason, "Reconcile", nr.message.clone())
-        .await;
 }
 
 fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {

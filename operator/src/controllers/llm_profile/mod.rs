@@ -299,7 +299,6 @@ async fn write_status(
         last_probe_time: old.last_probe_time.clone(),
         consecutive_failures: (failures > 0).then_some(failures),
     };
-    let mut heartbeat_due = false;
     match &finding {
         Finding::Probed { outcome, .. } => {
             let measured = status::latency(outcome);
@@ -307,7 +306,7 @@ async fn write_status(
                 new.latency_ms = measured;
             }
             let beat = PROBE_HEARTBEAT.max(requeue_interval(profile) * 10);
-            heartbeat_due = old.last_probe_time.as_ref().is_none_or(|t| {
+            let heartbeat_due = old.last_probe_time.as_ref().is_none_or(|t| {
                 Duration::try_from(now.0.duration_since(t.0)).unwrap_or_default() >= beat
             });
             // The time changes with every probe: by itself it is not worth a write.
@@ -322,35 +321,20 @@ async fn write_status(
             new.last_probe_time = None;
         }
     }
-    let changed = LlmProfileStatus {
-        last_probe_time: None,
-        conditions: Vec::new(),
-        ..new.clone()
-    } != LlmProfileStatus {
-        last_probe_time: None,
-        conditions: Vec::new(),
-        ..old.clone()
-    } || !conditions::equal_ignoring_time(&new.conditions, &old.conditions);
-    if !changed && !heartbeat_due {
-        return Ok(requeue);
-    }
-    if changed {
+    if crate::controller::status::differs(&old, &new)
+        && let Finding::Probed { .. } = &finding
+    {
         // Whatever is written carries the time of the probe that found it.
-        if let Finding::Probed { .. } = &finding {
-            new.last_probe_time = Some(now.clone());
-        }
+        new.last_probe_time = Some(now.clone());
     }
     let api: Api<LlmProfile> = Api::namespaced(ctx.client.clone(), ns);
-    apply::apply_status(&api, apply::manager::LLM_PROFILE, name, &new).await?;
-    ctx.metrics.status_write(CONTROLLER);
-
-    policy::ready_event(
-        ctx,
-        &profile.object_ref(&()),
-        &old.conditions,
-        &new.conditions,
-    )
-    .await;
+    let writer = crate::controller::status::Writer {
+        controller: CONTROLLER,
+        manager: apply::manager::LLM_PROFILE,
+        reference: &profile.object_ref(&()),
+        progressing: &[],
+    };
+    writer.write(ctx, &api, name, &old, &new, false).await?;
     Ok(requeue)
 }
 

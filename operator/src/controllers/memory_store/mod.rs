@@ -634,26 +634,14 @@ async fn write_status(
         new.pgvector_version = prepared.pgvector_version.clone();
         new.schema_version = Some(prepared.schema_version);
     }
-    let same = new.observed_generation == old.observed_generation
-        && new.endpoint == old.endpoint
-        && new.pgvector_version == old.pgvector_version
-        && new.schema_version == old.schema_version
-        && new.counts == old.counts
-        && conditions::equal_ignoring_time(&new.conditions, &old.conditions);
-    if same {
-        return Ok(requeue);
-    }
     let api: Api<MemoryStore> = Api::namespaced(ctx.client.clone(), ns);
-    apply::apply_status(&api, apply::manager::MEMORY_STORE, name, &new).await?;
-    ctx.metrics.status_write(CONTROLLER);
-
-    policy::ready_event(
-        ctx,
-        &store.object_ref(&()),
-        &old.conditions,
-        &new.conditions,
-    )
-    .await;
+    let writer = crate::controller::status::Writer {
+        controller: CONTROLLER,
+        manager: apply::manager::MEMORY_STORE,
+        reference: &store.object_ref(&()),
+        progressing: &[],
+    };
+    writer.write(ctx, &api, name, &old, &new, false).await?;
     Ok(requeue)
 }
 
