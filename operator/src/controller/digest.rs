@@ -18,21 +18,31 @@ pub fn secret_data(seed: &str, secret: &Secret) -> String {
     hex::encode(h.finalize())
 }
 
+/// A Secret with these keys and values, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_secret(pairs: &[(&str, &str)]) -> Secret {
+    Secret {
+        data: Some(
+            pairs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::ByteString;
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
-        Secret {
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        }
+        test_secret(pairs)
     }
 
     #[test]

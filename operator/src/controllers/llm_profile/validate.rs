@@ -173,15 +173,7 @@ mod tests {
     }
 
     fn unlabelled(pairs: &[(&str, &str)]) -> Secret {
-        Secret {
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        }
+        crate::controller::digest::test_secret(pairs)
     }
 
     fn key_ref() -> SecretKeyRef {

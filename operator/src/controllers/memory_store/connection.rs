@@ -173,6 +173,11 @@ pub fn parse_uri(uri: &str, origin: &str) -> Result<ConnInfo, ConnProblem> {
     })
 }
 
+/// A key of a Secret as trimmed, non-empty UTF-8 text.
+pub fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    text(secret.data.as_ref()?, key)
+}
+
 fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
     data.get(key)
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
@@ -265,19 +270,9 @@ mod tests {
     use super::*;
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
-        Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some("s".into()),
-                ..Default::default()
-            },
-            data: Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                    .collect(),
-            ),
-            ..Default::default()
-        }
+        let mut s = crate::controller::digest::test_secret(pairs);
+        s.metadata.name = Some("s".into());
+        s
     }
 
     #[test]

@@ -33,7 +33,7 @@ use kube::{
 use tracing::{Instrument, info_span, warn};
 
 use self::{
-    connection::{ConnInfo, ConnProblem},
+    connection::{ConnInfo, ConnProblem, secret_text},
     index_builds::{BUILD_POLL, BuildSeen, IndexBuilds},
     pools::Pools,
     status::{Finding, IndexReport},
@@ -411,15 +411,6 @@ async fn index_report(
             }
         }
     }
-}
-
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .filter(|s| !s.is_empty())
 }
 
 /// `<store>-agent`: generated once, kept like the credentials; its username follows the role.
