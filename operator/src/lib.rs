@@ -2,10 +2,12 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod backup;
 pub mod conditions;
 pub mod controller;
 pub mod controllers;
 pub mod crdgen;
+pub mod embed;
 pub mod memory;
 pub mod plugin;
 pub mod runtime;

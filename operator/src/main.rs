@@ -21,6 +21,11 @@ struct Cli {
 enum Command {
     /// Run the controllers, /metrics, /healthz and /readyz.
     Operator(runtime::OperatorArgs),
+    /// What the BackupSchedule's Jobs run (backup, restore, verify).
+    #[command(flatten)]
+    Job(Box<aienv::backup::JobCommand>),
+    /// Fill in the vectors of memories stored without one (any number of replicas).
+    EmbedWorker(Box<aienv::embed::EmbedWorkerArgs>),
     /// Print the CRDs as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<plural>.<group>.yaml` files here instead of printing.
@@ -37,6 +42,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Operator(args) => {
             runtime::telemetry::init();
             runtime::run(args).await
+        }
+        Command::EmbedWorker(args) => {
+            runtime::telemetry::init();
+            aienv::embed::run(*args).await
+        }
+        Command::Job(job) => {
+            let (log, line, ok) = aienv::backup::run(*job).await;
+            aienv::backup::report(&log, &line);
+            if ok { Ok(()) } else { std::process::exit(1) }
         }
         Command::Crds { write: None } => {
             print!("{}", crdgen::all_yaml()?);

@@ -46,10 +46,14 @@ import_image() {
   local archive=$1 ref=$2 key
   key="$(basename "$archive" .tar)"
   if [[ "$(cat "$STATE/node/images/$key" 2>/dev/null)" == "$ref" ]] &&
-    ctr_ images ls -q 2>/dev/null | grep -qxF "docker.io/$ref"; then
+    ctr_ images ls -q 2>/dev/null | grep -qxF "$ref"; then
     return
   fi
   ctr_ images import "$archive" >/dev/null || die "importing $ref failed"
+  # Pinned: the kubelet's image garbage collection (a full disk) must not delete images no
+  # registry can give back.
+  ctr_ images label "$ref" io.cri-containerd.pinned=pinned >/dev/null ||
+    die "pinning $ref failed"
   mkdir -p "$STATE/node/images"
   rm -f "$STATE/node/images/"*"-${key#*-}" 2>/dev/null || true
   echo "$ref" >"$STATE/node/images/$key"

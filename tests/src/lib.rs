@@ -3,8 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod backups;
 pub mod conditions;
+pub mod embed_fixture;
+pub mod embed_server;
+pub mod jobs;
 pub mod llm_server;
 pub mod operator;
+pub mod plugin;
 pub mod stores;
 pub mod testenv;

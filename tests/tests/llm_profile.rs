@@ -10,8 +10,8 @@ use aienv_tests::{
     },
     conditions::{self, condition},
     llm_server::FakeLlm,
-    operator::{self, Which, install_crds},
-    testenv::{TestNamespace, require_env, wait_for},
+    operator::{self, Scenario, Which, scenario},
+    testenv::wait_for,
 };
 use kube::{
     Api,
@@ -30,22 +30,11 @@ async fn wait_condition(
     conditions::wait_condition(api, WAIT, name, type_, status, reason).await
 }
 
-async fn setup(
-    prefix: &str,
-) -> anyhow::Result<Option<(kube::Client, TestNamespace, operator::RunningControllers)>> {
-    let Some(env) = require_env() else {
-        return Ok(None);
-    };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, prefix).await?;
-    let ctrl = operator::start(&client, ns.name(), &[Which::LlmProfile]);
-    Ok(Some((client, ns, ctrl)))
-}
-
 #[tokio::test]
 async fn missing_secret_then_missing_key_then_resolved() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("llmp-secret").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("llmp-secret", &[Which::LlmProfile]).await?
+    else {
         return Ok(());
     };
     let api: Api<LlmProfile> = ns.api();
@@ -112,7 +101,8 @@ async fn missing_secret_then_missing_key_then_resolved() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn probe_ok_then_401_after_key_rotation_then_ok_again() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("llmp-probe").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) = scenario("llmp-probe", &[Which::LlmProfile]).await?
+    else {
         return Ok(());
     };
     let server = FakeLlm::start("sk-good-123").await?;
@@ -176,7 +166,8 @@ async fn probe_ok_then_401_after_key_rotation_then_ok_again() -> anyhow::Result<
 
 #[tokio::test]
 async fn anthropic_api_key_style_sends_x_api_key() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("llmp-xkey").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) = scenario("llmp-xkey", &[Which::LlmProfile]).await?
+    else {
         return Ok(());
     };
     let server = FakeLlm::start("sk-ant-xyz").await?;
@@ -204,8 +195,75 @@ async fn anthropic_api_key_style_sends_x_api_key() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn every_protocol_is_probed_and_completion_mode_uses_the_generation_path()
+-> anyhow::Result<()> {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("llmp-protocols", &[Which::LlmProfile]).await?
+    else {
+        return Ok(());
+    };
+    let server = FakeLlm::start("sk-gw-1").await?;
+    let api: Api<LlmProfile> = ns.api();
+    put_key(&ns, "gw", "k", "sk-gw-1").await?;
+    let base = server.base_url();
+    let mut spec = serde_json::json!({
+        "provider": "openaiCompatible", "model": "gw-model",
+        "endpoints": {"anthropic": {"baseUrl": base}, "openai": {"baseUrl": format!("{base}/v1")}},
+        "auth": {"secretRef": {"name": "gw", "key": "k"}, "headerStyle": "apiKey"},
+        "probe": {"intervalSeconds": 3600},
+    });
+    apply_profile(&ns, "gw", spec.clone()).await?;
+    wait_condition(&api, "gw", "Ready", "True", "EndpointHealthy").await?;
+    {
+        let seen = server.seen.lock().unwrap();
+        assert_eq!(
+            seen.requests,
+            ["GET /v1/models", "GET /v1/models"],
+            "both protocols"
+        );
+        // OpenAI with Bearer, Anthropic with the profile's header style.
+        let key = Some("sk-gw-1".to_string());
+        assert!(
+            seen.auth_headers
+                .contains(&(Some("Bearer sk-gw-1".into()), None))
+        );
+        assert!(seen.auth_headers.contains(&(None, key)));
+    }
+    spec["probe"]["mode"] = "completion".into();
+    apply_profile(&ns, "gw", spec).await?;
+    wait_for(WAIT, "completion probes", || async {
+        let r = server.seen.lock().unwrap().requests.clone();
+        Ok(r.iter().any(|x| x == "POST /v1/messages").then_some(r))
+    })
+    .await?;
+    wait_condition(&api, "gw", "Ready", "True", "EndpointHealthy").await?;
+    let r = server.seen.lock().unwrap().requests.clone();
+    assert!(
+        r.contains(&"POST /v1/chat/completions".to_string()),
+        "{r:?}"
+    );
+
+    // An OpenAI base without a version: usable, with a warning that names the paths called.
+    apply_profile(
+        &ns,
+        "bare",
+        serde_json::json!({
+            "provider": "openaiCompatible", "baseUrl": base, "model": "m",
+            "auth": {"secretRef": {"name": "gw", "key": "k"}},
+        }),
+    )
+    .await?;
+    let p = wait_condition(&api, "bare", "Accepted", "True", "OpenAIBaseUnversioned").await?;
+    let msg = condition(&p, "Accepted").unwrap().2;
+    assert!(msg.contains(&format!("{base}/chat/completions")), "{msg}");
+    ctrl.stop().await;
+    ns.cleanup().await
+}
+
+#[tokio::test]
 async fn unreachable_endpoint_is_reported() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("llmp-down").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) = scenario("llmp-down", &[Which::LlmProfile]).await?
+    else {
         return Ok(());
     };
     // A port that was just free and is now closed.
@@ -235,7 +293,13 @@ async fn unreachable_endpoint_is_reported() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn steady_profile_costs_zero_writes_over_many_probes_and_reconciles() -> anyhow::Result<()> {
-    let Some((client, ns, ctrl)) = setup("llmp-steady").await? else {
+    let Some(Scenario {
+        client,
+        ns,
+        ops: ctrl,
+        ..
+    }) = scenario("llmp-steady", &[Which::LlmProfile]).await?
+    else {
         return Ok(());
     };
     // The environments using the profile run too: a profile status write would wake them.
@@ -266,7 +330,14 @@ async fn steady_profile_costs_zero_writes_over_many_probes_and_reconciles() -> a
     .await?;
     let before = wait_condition(&api, "steady", "Ready", "True", "EndpointHealthy").await?;
     wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
-    // Let in-flight reconciles and the rollout's status reports settle.
+    // Let in-flight reconciles and the rollout's status reports settle, and two more probes run:
+    // the first one, taken while the test binaries start in parallel, may be slow enough that a
+    // settled latency is a real move (the rule writes it) — that is not the steady state.
+    let settling = server.requests();
+    wait_for(WAIT, "two probes after Ready", || async {
+        Ok((server.requests() >= settling + 2).then_some(()))
+    })
+    .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before = api
         .get("steady")
@@ -330,7 +401,9 @@ async fn steady_profile_costs_zero_writes_over_many_probes_and_reconciles() -> a
 
 #[tokio::test]
 async fn one_failed_probe_is_not_down_and_throttling_never_is() -> anyhow::Result<()> {
-    let Some((_client, ns, ctrl)) = setup("llmp-threshold").await? else {
+    let Some(Scenario { ns, ops: ctrl, .. }) =
+        scenario("llmp-threshold", &[Which::LlmProfile]).await?
+    else {
         return Ok(());
     };
     let server = FakeLlm::start("sk-threshold").await?;

@@ -42,9 +42,9 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
     let first = db.prepare(&l).await?;
     assert_eq!(
         first.applied.iter().map(|a| a.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4]
+        [1, 2, 3, 4, 5]
     );
-    assert_eq!(first.schema_version, 4);
+    assert_eq!(first.schema_version, 5);
     assert!(
         first
             .pgvector_version
@@ -58,7 +58,7 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
     );
     let second = db.prepare(&l).await?;
     assert!(second.applied.is_empty(), "{:?}", second.applied);
-    assert_eq!(second.schema_version, 4);
+    assert_eq!(second.schema_version, 5);
     assert_eq!(second.index, first.index);
     let typ: String = sqlx::query_scalar(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attname = 'embedding'",
@@ -123,16 +123,20 @@ async fn racing_migrations_do_not_corrupt_anything() -> anyhow::Result<()> {
     let mut applied = Vec::new();
     for r in runs {
         let r = r?;
-        assert_eq!(r.schema_version, 4);
+        assert_eq!(r.schema_version, 5);
         assert!(matches!(r.index, IndexState::Ready(_)));
         applied.extend(r.applied.into_iter().map(|a| a.0));
     }
     applied.sort();
-    assert_eq!(applied, [1, 2, 3, 4], "each migration applied exactly once");
+    assert_eq!(
+        applied,
+        [1, 2, 3, 4, 5],
+        "each migration applied exactly once"
+    );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM aienv_schema_migrations")
         .fetch_one(&db.pool)
         .await?;
-    assert_eq!(rows, 4);
+    assert_eq!(rows, 5);
     let config_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM aienv_store_config")
         .fetch_one(&db.pool)
         .await?;

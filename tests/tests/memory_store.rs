@@ -10,7 +10,7 @@ use aienv::{
 };
 use aienv_tests::{
     conditions::condition,
-    operator::{self, Which, install_crds},
+    operator::{self, Scenario, Which, install_crds, scenario},
     stores::{
         ExternalScenario, WAIT, apply_store, delete_and_wait, events_text, external_scenario,
         put_secret, table_exists, touch, wait_condition,
@@ -103,7 +103,7 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     }
     assert_eq!(condition(&s, "ReindexRequired").unwrap().0, "False");
     let st = s.status.clone().unwrap();
-    assert_eq!(st.schema_version, Some(4));
+    assert_eq!(st.schema_version, Some(5));
     assert!(st.pgvector_version.unwrap().starts_with("0.8"));
     let counts = st.counts.unwrap();
     assert_eq!((counts.memories, counts.pending_embeddings), (0, 0));
@@ -179,7 +179,7 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
             .filter_map(|n| n.split(' ').next())
             .collect();
         versions.sort();
-        Ok((versions == ["1", "2", "3", "4"]).then_some(ev.clone()))
+        Ok((versions == ["1", "2", "3", "4", "5"]).then_some(ev.clone()))
     })
     .await?;
     let everything = format!("{events:?} {:?}", api.get("mem").await?.status);
@@ -379,13 +379,12 @@ async fn external_retain_keeps_data_and_invalid_stores_still_delete() -> anyhow:
 
 #[tokio::test]
 async fn managed_children_and_credentials_survive_restarts() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(Scenario {
+        client, ns, ops, ..
+    }) = scenario("memstore-mgd", &[Which::MemoryStore]).await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-mgd").await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
     let api: Api<MemoryStore> = ns.api();
     let spec = serde_json::json!({"mode": "managed", "managed": {"storage": {"size": "2Gi", "storageClassName": "standard"},
         "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}}},
@@ -460,8 +459,18 @@ async fn managed_children_and_credentials_survive_restarts() -> anyhow::Result<(
 
     // The StatefulSet controller makes the PVC; Delete removes it with the store.
     let pvcs = ns.api::<PersistentVolumeClaim>();
-    wait_for(WAIT, "PVC data-mem-0", || async {
-        Ok(pvcs.get_opt("data-mem-0").await?.map(|_| ()))
+    // whenDeleted: Delete is carried out by the garbage collector, which deletes the PVC only
+    // once it names the StatefulSet as owner (the StatefulSet controller's doing); a set deleted
+    // before that keeps its PVC. Wait for it: on a loaded CI machine that took long enough to fail.
+    wait_for(WAIT, "PVC data-mem-0 owned by its StatefulSet", || async {
+        Ok(pvcs.get_opt("data-mem-0").await?.and_then(|p| {
+            p.metadata
+                .owner_references
+                .unwrap_or_default()
+                .iter()
+                .any(|o| o.kind == "StatefulSet" && o.name == "mem")
+                .then_some(())
+        }))
     })
     .await?;
     delete_and_wait(&api, "mem").await?;
@@ -683,13 +692,10 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
 
 #[tokio::test]
 async fn changing_the_mode_is_rejected_and_the_database_stays() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(Scenario { ns, ops, .. }) = scenario("memstore-mode", &[Which::MemoryStore]).await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-mode").await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
     let api: Api<MemoryStore> = ns.api();
     apply_store(&api, "mem", serde_json::json!({"mode": "managed"})).await?;
     wait_condition(&api, "mem", "DatabaseReady", "False", "WaitingForDatabase").await?;
@@ -741,14 +747,12 @@ async fn changing_the_mode_is_rejected_and_the_database_stays() -> anyhow::Resul
 
 #[tokio::test]
 async fn a_users_app_secret_is_never_taken_over() -> anyhow::Result<()> {
-    let Some(env) = require_env() else {
+    let Some(Scenario { ns, ops, .. }) =
+        scenario("memstore-conflict", &[Which::MemoryStore]).await?
+    else {
         return Ok(());
     };
-    let client = env.kube_client().await?;
-    install_crds(&client).await?;
-    let ns = env.test_namespace(&client, "memstore-conflict").await?;
     put_secret(&ns, "mem-app", &[("uri", "postgres://someone:else@db/app")]).await?;
-    let ops = operator::start(&client, ns.name(), &[Which::MemoryStore]);
     let api: Api<MemoryStore> = ns.api();
     apply_store(&api, "mem", serde_json::json!({"mode": "managed"})).await?;
     let s = wait_condition(&api, "mem", "Ready", "False", "SecretConflict").await?;

@@ -5,7 +5,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{SecretKeyRef, SecretRef};
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+
+use super::common::{Resources, SecretKeyRef, SecretRef};
 
 /// CEL: a 5-field cron or an @-macro (6+ fields are caught by [`SIX_FIELD_RULE`] with its own message).
 pub const SCHEDULE_RULE: &str = "self.schedule.matches('^ *@(yearly|annually|monthly|weekly|daily|midnight|hourly) *$') || self.schedule.matches('^ *[^ @]+( +[^ ]+){4,} *$')";
@@ -82,13 +86,40 @@ pub struct BackupScheduleSpec {
     /// Restore verification of the newest backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<Verify>,
-    /// Compression applied by the backup process to the pg_dump stream.
+    /// zstd compression of the pg_dump stream, done by the backup process.
     #[serde(default)]
     pub compression: Compression,
+    /// Seconds after a missed slot within which the backup may still start (the CronJob's
+    /// startingDeadlineSeconds); unset: no deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Finished Jobs kept for inspection, as a CronJob's history limits.
+    #[serde(default = "default_successful_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub successful_jobs_history_limit: i32,
+    #[serde(default = "default_failed_history")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failed_jobs_history_limit: i32,
     /// Service account the backup Jobs run as (for workload identity when no credentials Secret
-    /// is given).
+    /// is given). Its token is mounted only when this is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    /// Resources of the backup container (pg_dump and the compressor run in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Where the backup pods may run.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
+fn default_successful_history() -> i32 {
+    3
+}
+fn default_failed_history() -> i32 {
+    3
 }
 
 /// Concurrency policy of backup runs, as a CronJob's.
@@ -100,14 +131,46 @@ pub enum ConcurrencyPolicy {
     Allow,
 }
 
-/// Compression of the dump stream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+impl ConcurrencyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConcurrencyPolicy::Forbid => "Forbid",
+            ConcurrencyPolicy::Replace => "Replace",
+            ConcurrencyPolicy::Allow => "Allow",
+        }
+    }
+}
+
+/// Compression of the dump stream: zstd, always (fast, multithreaded, and restore reads it back
+/// without a guess).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum Compression {
-    #[default]
-    Zstd,
-    Gzip,
-    None,
+pub struct Compression {
+    /// zstd level: 1 (fastest) to 19 (smallest).
+    #[serde(default = "default_zstd_level")]
+    #[schemars(range(min = 1, max = 19))]
+    pub level: i32,
+    /// Compressor threads.
+    #[serde(default = "default_zstd_threads")]
+    #[schemars(range(min = 1, max = 16))]
+    pub threads: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            level: default_zstd_level(),
+            threads: default_zstd_threads(),
+        }
+    }
+}
+
+/// 1: on vector data higher levels cost CPU and store no fewer bytes (docs/backup.md, Benchmark).
+fn default_zstd_level() -> i32 {
+    1
+}
+fn default_zstd_threads() -> u32 {
+    2
 }
 
 /// Object storage destination: exactly one of s3 or gcs.
@@ -153,6 +216,14 @@ pub struct GcsDestination {
     pub bucket: String,
     #[serde(default)]
     pub prefix: String,
+    /// JSON API endpoint (`scheme://host[:port]`) for an emulator or a private endpoint; Google's
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Send no credentials at all (an emulator, a public bucket): the Job never asks a metadata
+    /// server.
+    #[serde(default)]
+    pub anonymous: bool,
     /// Secret key holding a service-account JSON key. Without it the Job uses workload identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
@@ -240,8 +311,13 @@ pub struct BackupScheduleStatus {
     pub last_failed_backup: Option<FailedBackup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_backup: Option<BackupRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_verify: Option<FailedBackup>,
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// The last `aienv.orchestr8.io/backup-now` token a Job was created for: a token is run once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_now_token: Option<String>,
 }
 
 /// One backup in object storage.
@@ -249,7 +325,7 @@ pub struct BackupScheduleStatus {
 #[serde(rename_all = "camelCase")]
 pub struct BackupRecord {
     pub time: Option<Time>,
-    /// Object key of the backup's directory (holds `dump` and `manifest.json`).
+    /// Object key of the dump (its folder holds `manifest.json`).
     pub key: String,
     #[serde(default)]
     pub size_bytes: u64,
@@ -257,6 +333,9 @@ pub struct BackupRecord {
     pub sha256: String,
     #[serde(default)]
     pub duration_seconds: f64,
+    /// The Job that made (or verified) it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// A backup that failed.
@@ -264,7 +343,12 @@ pub struct BackupRecord {
 #[serde(rename_all = "camelCase")]
 pub struct FailedBackup {
     pub time: Option<Time>,
-    /// Stable failure label, e.g. DumpFailed, UploadFailed.
+    /// Stable failure label, e.g. ToolFailed, StorageError, DeadlineExceeded.
     pub reason: String,
     pub message: String,
+    /// The dump a failed verification was of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }

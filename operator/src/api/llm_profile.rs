@@ -45,21 +45,38 @@ use super::common::SecretKeyRef;
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new(BASE_URL_RULE).message(BASE_URL_MESSAGE).field_path(".baseUrl"))]
+#[x_kube(validation = Rule::new("!has(self.baseUrl) || (".to_string() + &url_rule("self.baseUrl") + ")").message(BASE_URL_MESSAGE).field_path(".baseUrl"))]
 #[x_kube(validation = Rule::new(
-    "!self.baseUrl.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')"
-).message("baseUrl must not carry credentials (user:password@host): they would be copied into every agent's config and into status; put the API key in the Secret that auth.secretRef names").field_path(".baseUrl"))]
+    "!has(self.baseUrl) || !self.baseUrl.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')"
+).message(USERINFO_MESSAGE).field_path(".baseUrl"))]
+#[x_kube(validation = Rule::new(
+    "has(self.baseUrl) || has(self.endpoints) || self.provider in ['anthropic', 'openai', 'qwen']"
+).message("set baseUrl (or endpoints): only provider anthropic, openai and qwen have a default endpoint"))]
+#[x_kube(validation = Rule::new(
+    "self.provider != 'anthropic' || !has(self.baseUrl) || !self.baseUrl.matches('/v1/?$')"
+).message(ANTHROPIC_ROOT_MESSAGE).field_path(".baseUrl"))]
 #[x_kube(validation = Rule::new(
     "self.provider == 'ollama' || (has(self.auth) && has(self.auth.secretRef))"
 ).message("auth.secretRef is required for this provider: point it at the Secret key holding the API key (only provider: ollama may omit it)").field_path(".auth"))]
 #[serde(rename_all = "camelCase")]
 pub struct LlmProfileSpec {
-    /// Which API dialect the endpoint speaks: anthropic, openai, qwen, ollama or openaiCompatible.
+    /// Who serves the endpoint: anthropic, openai, qwen, ollama or openaiCompatible. It decides
+    /// which wire protocol `baseUrl` is and the default endpoints (see docs/llm-profile.md).
     pub provider: Provider,
-    /// Base URL of the API, e.g. https://api.anthropic.com or http://ollama.models.svc:11434/v1.
+    /// The short form: the URL of the provider's native protocol. For anthropic the Messages API
+    /// root (clients append /v1/messages), e.g. https://api.anthropic.com; for every other
+    /// provider an OpenAI-style base that ends in its version (clients append /chat/completions,
+    /// /responses, /models), e.g. https://api.openai.com/v1 or http://ollama.models.svc:11434/v1.
     /// Must be https unless the host is cluster-local (*.svc, *.svc.cluster.local, localhost).
+    /// Defaults to the provider's public endpoint (anthropic, openai, qwen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    pub base_url: String,
+    pub base_url: Option<String>,
+    /// The endpoint per wire protocol, for gateways that speak both (LiteLLM, Z.ai, DashScope's
+    /// Anthropic-compatible path). Each protocol given here overrides what provider and baseUrl
+    /// imply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
     /// Model name the agents use by default.
     #[schemars(length(min = 1, max = 256))]
     pub model: String,
@@ -97,12 +114,62 @@ pub struct LlmProfileSpec {
     pub probe: Option<Probe>,
 }
 
-/// The CEL rule for `baseUrl`: https, or plain http to a cluster-local host.
+/// The CEL rule for an endpoint URL at `f`: https, or plain http to a cluster-local host.
 // The scheme is checked with startsWith rather than url().getScheme(): kube's local CEL evaluator
 // returns an empty scheme for `http://localhost:PORT`, and both must agree.
-pub const BASE_URL_RULE: &str = "isURL(self.baseUrl) && (self.baseUrl.startsWith('https://') || (self.baseUrl.startsWith('http://') && (url(self.baseUrl).getHostname() in ['localhost', '127.0.0.1'] || url(self.baseUrl).getHostname().endsWith('.svc') || url(self.baseUrl).getHostname().endsWith('.svc.cluster.local'))))";
-/// What the user reads when `baseUrl` is rejected.
-pub const BASE_URL_MESSAGE: &str = "baseUrl must be an https:// URL; plain http:// is allowed only for cluster-local hosts (*.svc, *.svc.cluster.local, localhost)";
+pub fn url_rule(f: &str) -> String {
+    format!(
+        "isURL({f}) && ({f}.startsWith('https://') || ({f}.startsWith('http://') && (url({f}).getHostname() in ['localhost', '127.0.0.1'] || url({f}).getHostname().endsWith('.svc') || url({f}).getHostname().endsWith('.svc.cluster.local'))))"
+    )
+}
+/// What the user reads when an endpoint URL is rejected.
+pub const BASE_URL_MESSAGE: &str = "endpoint URLs must be https://; plain http:// is allowed only for cluster-local hosts (*.svc, *.svc.cluster.local, localhost)";
+/// What the user reads when an endpoint URL carries credentials.
+pub const USERINFO_MESSAGE: &str = "endpoint URLs must not carry credentials (user:password@host): they would be copied into every agent's config and into status; put the API key in the Secret that auth.secretRef names";
+/// What the user reads when an Anthropic root ends in /v1.
+pub const ANTHROPIC_ROOT_MESSAGE: &str = "an Anthropic Messages root must not end in /v1: clients append /v1/messages themselves (https://gw.example.com/v1 would be called as /v1/v1/messages); drop the /v1";
+
+/// The endpoint per wire protocol.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// The Anthropic Messages API (Claude Code; Qwen Code's anthropic mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic: Option<AnthropicEndpoint>,
+    /// The OpenAI API: chat completions (Qwen Code, generic clients) and, where served, the
+    /// Responses API (Codex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai: Option<OpenAiEndpoint>,
+}
+
+/// An Anthropic Messages API root.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(url_rule("self.baseUrl")).message(BASE_URL_MESSAGE).field_path(".baseUrl"))]
+#[x_kube(validation = Rule::new("!self.baseUrl.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')").message(USERINFO_MESSAGE).field_path(".baseUrl"))]
+#[x_kube(validation = Rule::new("!self.baseUrl.matches('/v1/?$')").message(ANTHROPIC_ROOT_MESSAGE).field_path(".baseUrl"))]
+pub struct AnthropicEndpoint {
+    /// The root clients append /v1/messages (and /v1/models) to, e.g. https://api.anthropic.com,
+    /// https://dashscope-intl.aliyuncs.com/apps/anthropic or https://api.z.ai/api/anthropic.
+    #[schemars(length(min = 1, max = 2048))]
+    pub base_url: String,
+}
+
+/// An OpenAI-style API base.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(url_rule("self.baseUrl")).message(BASE_URL_MESSAGE).field_path(".baseUrl"))]
+#[x_kube(validation = Rule::new("!self.baseUrl.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')").message(USERINFO_MESSAGE).field_path(".baseUrl"))]
+pub struct OpenAiEndpoint {
+    /// The base clients append /chat/completions, /responses and /models to; it normally ends in
+    /// the API version, e.g. https://api.openai.com/v1 or http://litellm.ai.svc:4000/v1.
+    #[schemars(length(min = 1, max = 2048))]
+    pub base_url: String,
+    /// Whether it serves the Responses API (POST /responses), the only one Codex speaks.
+    /// Defaults to true for provider openai, false otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<bool>,
+}
 
 fn default_timeout_seconds() -> u32 {
     600
@@ -187,12 +254,26 @@ pub struct Probe {
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: u32,
-    /// Path appended to baseUrl for the check. Defaults to the provider's models list
-    /// (`/v1/models` for anthropic, `/models` for OpenAI-style base URLs, `/api/tags` for ollama
-    /// when the base URL has no `/v1`).
+    /// What is checked, on every protocol the profile offers: `models` lists the models
+    /// (`GET {anthropic}/v1/models`, `GET {openai}/models`); `completion` asks for one token on
+    /// the real generation path (`POST {anthropic}/v1/messages`, `POST {openai}/chat/completions`),
+    /// which catches a model name the endpoint does not serve. Completion probes cost tokens.
+    #[serde(default)]
+    pub mode: ProbeMode,
+    /// Path appended to the native protocol's URL instead of the mode's (e.g. a gateway's
+    /// health check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     pub path: Option<String>,
+}
+
+/// What a probe checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeMode {
+    #[default]
+    Models,
+    Completion,
 }
 
 fn default_true() -> bool {

@@ -1,4 +1,4 @@
-//! `kubectl aienv`: status of environments and their children, and LLM profile switching.
+//! `kubectl aienv`: status of environments and their children, LLM profile switching, backups.
 #![forbid(unsafe_code)]
 
 use aienv::plugin;
@@ -24,6 +24,24 @@ enum Command {
     Llm {
         #[command(subcommand)]
         command: LlmCommand,
+    },
+    /// Backup schedules.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Schedules with their last backup, next slot and failures.
+    List,
+    /// Run one backup of a schedule now (each call is a new request).
+    Now {
+        schedule: String,
+        /// The request's token (default: the current time): the same token runs once.
+        #[arg(long)]
+        token: Option<String>,
     },
 }
 
@@ -69,6 +87,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     profile,
                 },
         } => plugin::llm_switch(&client, &ns, &environment, &profile).await?,
+        Command::Backup {
+            command: BackupCommand::List,
+        } => plugin::backup::list(&client, &ns).await?,
+        Command::Backup {
+            command: BackupCommand::Now { schedule, token },
+        } => {
+            let token = token.unwrap_or_else(|| jiff::Timestamp::now().as_second().to_string());
+            plugin::backup::now(&client, &ns, &schedule, &token).await?
+        }
     };
     print!("{out}");
     Ok(())

@@ -2,7 +2,6 @@
 
 use std::fmt::Debug;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{
     Api, Resource,
     api::{Patch, PatchParams},
@@ -93,87 +92,10 @@ where
     kind.to_lowercase()
 )]
 pub struct Conflict {
-    pub kind: &'static str,
+    pub kind: String,
     pub name: String,
     pub namespace: String,
     pub owner_kind: String,
     /// Who controls it instead, for the message.
     pub holder: String,
-}
-
-/// Whether the child `kind`/`name` may be written for `owner`: it is absent, or its controller
-/// ownerReference has the owner's UID. Pure.
-pub fn check_controlled(
-    kind: &'static str,
-    name: &str,
-    namespace: &str,
-    existing: Option<&ObjectMeta>,
-    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-) -> Result<(), Conflict> {
-    let Some(meta) = existing else {
-        return Ok(());
-    };
-    let controller = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true));
-    if controller.is_some_and(|c| c.uid == owner.uid) {
-        return Ok(());
-    }
-    Err(Conflict {
-        kind,
-        name: name.to_string(),
-        namespace: namespace.to_string(),
-        owner_kind: owner.kind.clone(),
-        holder: match controller {
-            Some(c) if c.kind == owner.kind && c.name == owner.name => {
-                format!("its controller is an earlier {} of that name", c.kind)
-            }
-            Some(c) => format!("its controller is {} {:?}", c.kind, c.name),
-            None => "it has no controller".to_string(),
-        },
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
-    fn owner(uid: &str) -> OwnerReference {
-        OwnerReference {
-            api_version: "aienv.orchestr8.io/v1alpha1".into(),
-            kind: "AiEnvironment".into(),
-            name: "dev".into(),
-            uid: uid.into(),
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        }
-    }
-
-    #[test]
-    fn only_absent_or_own_children_may_be_written() {
-        let ours = owner("u1");
-        assert!(check_controlled("Secret", "dev-llm", "ns", None, &ours).is_ok());
-        let mut meta = ObjectMeta {
-            owner_references: Some(vec![owner("u1")]),
-            ..Default::default()
-        };
-        assert!(check_controlled("Secret", "dev-llm", "ns", Some(&meta), &ours).is_ok());
-
-        let user_made = ObjectMeta::default();
-        let c = check_controlled("Secret", "dev-llm", "ns", Some(&user_made), &ours).unwrap_err();
-        let msg = c.to_string();
-        assert!(msg.contains("Secret \"dev-llm\" already exists"), "{msg}");
-        assert!(msg.contains("it has no controller"), "{msg}");
-        assert!(msg.contains("kubectl delete secret dev-llm -n ns"), "{msg}");
-
-        // Owned, but not as controller; or controlled by a deleted namesake.
-        meta.owner_references.as_mut().unwrap()[0].controller = None;
-        assert!(check_controlled("Secret", "dev-llm", "ns", Some(&meta), &ours).is_err());
-        meta.owner_references = Some(vec![owner("old-uid")]);
-        let c = check_controlled("Secret", "dev-llm", "ns", Some(&meta), &ours).unwrap_err();
-        assert!(c.holder.contains("earlier AiEnvironment"), "{}", c.holder);
-    }
 }

@@ -15,7 +15,12 @@ pub struct Context {
     pub recorder: EventRecorder,
     pub metrics: Metrics,
     pub clock: Arc<dyn Clock>,
+    /// The image backup and verify Jobs run (`aienv backup|verify`): the operator's own.
+    pub job_image: String,
 }
+
+/// The Jobs' image when `--job-image` is not given: this build's, by tag.
+pub const DEFAULT_JOB_IMAGE: &str = concat!("aienv:", env!("CARGO_PKG_VERSION"));
 
 impl Context {
     pub fn new(
@@ -24,6 +29,8 @@ impl Context {
         metrics: Metrics,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        // Every request of every controller (and of the Event recorder) is counted.
+        let client = super::requests::counted(client, metrics.clone());
         Self {
             recorder: EventRecorder::new(
                 client.clone(),
@@ -34,7 +41,14 @@ impl Context {
             namespace,
             metrics,
             clock,
+            job_image: DEFAULT_JOB_IMAGE.into(),
         }
+    }
+
+    /// Jobs run `image` (the operator's own, as deployed).
+    pub fn with_job_image(mut self, image: impl Into<String>) -> Self {
+        self.job_image = image.into();
+        self
     }
 
     /// An Api over the watched scope: one namespace, or the whole cluster.

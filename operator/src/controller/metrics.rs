@@ -35,6 +35,14 @@ pub struct Metrics {
     status_writes: Family<ControllerLabel, Counter>,
     child_writes: Family<ControllerLabel, Counter>,
     watch_errors: Family<FailureLabels, Counter>,
+    kube_requests: Family<VerbLabel, Counter>,
+    /// Per-schedule backup results (`aienv_backup_*`).
+    pub backups: super::backup_metrics::BackupMetrics,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabel {
+    pub verb: &'static str,
 }
 
 impl Metrics {
@@ -47,7 +55,14 @@ impl Metrics {
             status_writes: Family::default(),
             child_writes: Family::default(),
             watch_errors: Family::default(),
+            kube_requests: Family::default(),
+            backups: super::backup_metrics::BackupMetrics::register(registry),
         };
+        registry.register(
+            "aienv_kube_requests",
+            "Requests sent to the Kubernetes API, by verb (get includes list)",
+            m.kube_requests.clone(),
+        );
         let sub = registry.sub_registry_with_prefix("aienv_controller");
         sub.register(
             "reconciles",
@@ -80,6 +95,15 @@ impl Metrics {
             m.watch_errors.clone(),
         );
         m
+    }
+
+    pub fn kube_request(&self, verb: &'static str) {
+        self.kube_requests.get_or_create(&VerbLabel { verb }).inc();
+    }
+
+    /// Requests sent so far with `verb`.
+    pub fn kube_requests(&self, verb: &'static str) -> u64 {
+        self.kube_requests.get_or_create(&VerbLabel { verb }).get()
     }
 
     /// Count a reconcile and time it until the returned guard is dropped.

@@ -152,6 +152,32 @@ impl WarnLimiter {
     }
 }
 
+/// The object a reconcile is for, with its namespace and name. An object that cannot be decoded
+/// (schema drift, a hand edit) is an error that waits for the object to change.
+pub fn decoded<'a, K>(
+    guarded: &'a DeserializeGuard<K>,
+    kind: &str,
+) -> Result<(&'a K, String, String), Error>
+where
+    K: Resource,
+{
+    let obj = match &guarded.0 {
+        Ok(o) => o,
+        Err(invalid) => {
+            let name = invalid.metadata.name.clone().unwrap_or_default();
+            warn!(%name, error = %invalid.error, "undecodable {kind}");
+            return Err(Error::Undecodable(format!(
+                "{kind} {name}: {}",
+                invalid.error
+            )));
+        }
+    };
+    let ns = obj
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    Ok((obj, ns, obj.name_any()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,8 @@ macro_rules! with_conditions {
 with_conditions!(
     crate::api::llm_profile::LlmProfileStatus,
     crate::api::ai_environment::AiEnvironmentStatus,
-    crate::api::memory_store::MemoryStoreStatus
+    crate::api::memory_store::MemoryStoreStatus,
+    crate::api::backup_schedule::BackupScheduleStatus
 );
 
 #[cfg(test)]

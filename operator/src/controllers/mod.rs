@@ -1,6 +1,7 @@
 //! One module per kind: resolve → validate → build → apply → status.
 
 pub mod ai_environment;
+pub mod backup_schedule;
 pub mod llm_profile;
 pub mod memory_store;
 
@@ -14,10 +15,16 @@ pub enum Which {
     LlmProfile,
     AiEnvironment,
     MemoryStore,
+    BackupSchedule,
 }
 
 impl Which {
-    pub const ALL: [Which; 3] = [Which::LlmProfile, Which::AiEnvironment, Which::MemoryStore];
+    pub const ALL: [Which; 4] = [
+        Which::LlmProfile,
+        Which::AiEnvironment,
+        Which::MemoryStore,
+        Which::BackupSchedule,
+    ];
 }
 
 /// Run `which` controllers and the watches they share until `shutdown` resolves: the one list of
@@ -38,6 +45,9 @@ pub async fn run_all(
                 tokio::spawn(ai_environment::run(ctx, caches.with_workloads(), stop))
             }
             Which::MemoryStore => tokio::spawn(memory_store::run(ctx, caches.secrets_only(), stop)),
+            Which::BackupSchedule => {
+                tokio::spawn(backup_schedule::run(ctx, caches.secrets_only(), stop))
+            }
         });
     }
     let watches = caches.run(&ctx, which.contains(&Which::AiEnvironment));

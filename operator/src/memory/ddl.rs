@@ -2,7 +2,10 @@
 //! index with the operator class for the metric. Pure: no IO. Integers are formatted; no string from
 //! a user ever reaches the SQL text.
 
-use crate::api::memory_store::{MAX_INDEXED_DIMENSIONS, MemoryStoreSpec, Metric};
+use crate::{
+    api::memory_store::{MAX_INDEXED_DIMENSIONS, MemoryStoreSpec, Metric},
+    controller::Problem,
+};
 
 /// Prefix of every vector index the operator creates on `memories.embedding`.
 pub const INDEX_PREFIX: &str = "memories_embedding_";
@@ -25,41 +28,37 @@ pub struct StoreLayout {
     pub search_breadth: u32,
 }
 
-/// Why a spec cannot be turned into DDL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LayoutProblem(pub String);
-
 impl StoreLayout {
     /// Validate the numbers the DDL is built from (the CRD's schema checks them too; this is the
     /// last line before SQL).
-    pub fn from_spec(spec: &MemoryStoreSpec) -> Result<Self, LayoutProblem> {
+    pub fn from_spec(spec: &MemoryStoreSpec) -> Result<Self, Problem> {
         let e = &spec.embedding;
         if e.dimensions == 0 || e.dimensions > MAX_INDEXED_DIMENSIONS {
-            return Err(LayoutProblem(format!(
+            return Err(Problem::invalid_spec(format!(
                 "embedding.dimensions {} is outside 1..={MAX_INDEXED_DIMENSIONS}",
                 e.dimensions
             )));
         }
         if e.model.trim().is_empty() {
-            return Err(LayoutProblem("embedding.model is empty".into()));
+            return Err(Problem::invalid_spec("embedding.model is empty"));
         }
         let (index, search_breadth) = match (&spec.index.hnsw, &spec.index.ivfflat) {
             (Some(h), None) => {
                 if !(2..=100).contains(&h.m) {
-                    return Err(LayoutProblem(format!(
+                    return Err(Problem::invalid_spec(format!(
                         "index.hnsw.m {} is outside 2..=100",
                         h.m
                     )));
                 }
                 if !(4..=1000).contains(&h.ef_construction) || h.ef_construction < 2 * h.m {
-                    return Err(LayoutProblem(format!(
+                    return Err(Problem::invalid_spec(format!(
                         "index.hnsw.efConstruction {} must be in 4..=1000 and at least 2 * m ({})",
                         h.ef_construction,
                         2 * h.m
                     )));
                 }
                 if !(1..=1000).contains(&h.ef_search) {
-                    return Err(LayoutProblem(format!(
+                    return Err(Problem::invalid_spec(format!(
                         "index.hnsw.efSearch {} is outside 1..=1000",
                         h.ef_search
                     )));
@@ -74,7 +73,7 @@ impl StoreLayout {
             }
             (None, Some(i)) => {
                 if !(1..=32768).contains(&i.lists) || !(1..=32768).contains(&i.probes) {
-                    return Err(LayoutProblem(format!(
+                    return Err(Problem::invalid_spec(format!(
                         "index.ivfflat lists {} and probes {} must be in 1..=32768",
                         i.lists, i.probes
                     )));
@@ -82,8 +81,8 @@ impl StoreLayout {
                 (IndexKind::IvfFlat { lists: i.lists }, i.probes.min(i.lists))
             }
             _ => {
-                return Err(LayoutProblem(
-                    "set exactly one of index.hnsw or index.ivfflat".into(),
+                return Err(Problem::invalid_spec(
+                    "set exactly one of index.hnsw or index.ivfflat",
                 ));
             }
         };

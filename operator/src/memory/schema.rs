@@ -37,7 +37,7 @@ pub const OWNED_TABLES: [&str; 4] = [
     MIGRATIONS_TABLE,
 ];
 
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (
         1,
         "vector extension",
@@ -57,6 +57,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "store config",
         include_str!("../../migrations/0004_store_config.sql"),
+    ),
+    (
+        5,
+        "embedding queue",
+        include_str!("../../migrations/0005_embedding_queue.sql"),
     ),
 ];
 
@@ -503,8 +508,8 @@ mod tests {
     fn migrations_are_ordered_and_complete() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4]);
-        assert_eq!(latest_version(), 4);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(latest_version(), 5);
         assert_eq!(m.table_name, MIGRATIONS_TABLE);
     }
 

@@ -104,6 +104,25 @@ impl Memories {
         Ok(ids)
     }
 
+    /// Replace a memory's content. The old vector no longer describes it, so the row becomes
+    /// pending again (vector, model, timestamps and the workers' attempt state cleared) with the
+    /// new text's checksum, which is what a worker's write is checked against. Returns whether
+    /// the row exists. Anything else editing `content` must do the same.
+    pub async fn update_content(&self, id: i64, content: &str) -> Result<bool, MemoryError> {
+        let n = sqlx::query(
+            "UPDATE memories SET content = $2, content_sha256 = $3, embedding = NULL, embedding_model = NULL, \
+             embedded_at = NULL, embed_attempts = 0, embed_error = NULL, embed_failed_at = NULL, updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(content)
+        .bind(content_sha256(content))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Append conversation turns of one agent session, in order; returns their ids.
     pub async fn append_turns(
         &self,

@@ -1,6 +1,7 @@
 //! `kubectl aienv`: what a platform engineer reaches for. Table formatting is pure (unit-tested);
 //! the commands are thin reads and one patch.
 
+pub mod backup;
 pub mod table;
 
 use anyhow::{Context as _, Result, bail};

@@ -46,6 +46,9 @@ pub struct OperatorArgs {
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "AIENV_WATCH_NAMESPACE")]
     pub watch_namespace: Option<String>,
+    /// Image of the backup and verify Jobs: the operator's own image (they run `aienv backup`).
+    #[arg(long, env = "AIENV_JOB_IMAGE", default_value = crate::controller::context::DEFAULT_JOB_IMAGE)]
+    pub job_image: String,
     /// How long to wait for the CRDs to be established before giving up.
     #[arg(long, default_value_t = 120)]
     pub crd_wait_seconds: u64,
@@ -78,12 +81,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     )
     .await?;
     ready.store(true, Ordering::SeqCst);
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        args.watch_namespace.clone(),
-        metrics,
-        Arc::new(SystemClock),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            args.watch_namespace.clone(),
+            metrics,
+            Arc::new(SystemClock),
+        )
+        .with_job_image(args.job_image.clone()),
+    );
 
     if args.leader_elect {
         leader::run_while_leader(client, &args, stop_rx.clone(), move |lost| {

@@ -144,7 +144,9 @@ async fn main() -> anyhow::Result<()> {
     put_key(&ns, "key", "apiKey", "sk-bench-SECRET").await?;
     let profile = |model: &str| {
         serde_json::json!({
-            "provider": "anthropic", "baseUrl": "https://llm.example.com", "model": model,
+            "provider": "openaiCompatible", "model": model,
+            "endpoints": {"anthropic": {"baseUrl": "https://llm.example.com"},
+                          "openai": {"baseUrl": "https://llm.example.com/v1", "responses": true}},
             "auth": {"secretRef": {"name": "key", "key": "apiKey"}},
         })
     };

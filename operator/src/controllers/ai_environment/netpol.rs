@@ -15,13 +15,13 @@ use k8s_openapi::{
 
 use crate::{
     api::ai_environment::{DnsPeer, NetworkPolicySpec as Settings},
-    controller::labels::{LABEL_MANAGED_BY, MANAGED_BY},
+    controller::labels::{DNS_PORT, LABEL_MANAGED_BY, MANAGED_BY},
 };
 
 /// Label on every child of an environment: its name.
 pub const ENV_LABEL: &str = "aienv.orchestr8.io/environment";
 /// Default PostgreSQL port when the MemoryStore does not report one.
-pub const DEFAULT_DB_PORT: u16 = 5432;
+pub const DEFAULT_DB_PORT: u16 = crate::controller::labels::POSTGRES_PORT;
 
 /// Where the agents' memory database is, for its egress rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub fn build(
             &["Egress"],
             Some(vec![NetworkPolicyEgressRule {
                 to: settings.dns.as_ref().map(dns_peers),
-                ports: Some(vec![port("UDP", 53), port("TCP", 53)]),
+                ports: Some(vec![port("UDP", DNS_PORT), port("TCP", DNS_PORT)]),
             }]),
         ),
     ];

@@ -15,22 +15,15 @@ use crate::{
     },
 };
 
-/// Why the primary is not used.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failing {
-    pub reason: &'static str,
-    pub message: String,
-}
-
 /// The decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selection {
     /// The profile to render.
     pub active: String,
     /// Set while a fallback is active: why the primary was left.
-    pub failed_over: Option<Failing>,
+    pub failed_over: Option<Problem>,
     /// Set when the active profile itself is failing and no healthy fallback exists.
-    pub active_failing: Option<Failing>,
+    pub active_failing: Option<Problem>,
     /// Set while the primary is healthy but not yet for long enough to switch back.
     pub switch_back_in: Option<Duration>,
     /// The transition this decision makes, if any (for Events).
@@ -51,7 +44,7 @@ pub enum Transition {
 }
 
 /// The probe of `conds` reports the endpoint unreachable or the key refused.
-pub fn failing(name: &str, conds: &[Condition]) -> Option<Failing> {
+pub fn failing(name: &str, conds: &[Condition]) -> Option<Problem> {
     for (type_, reason) in [
         (ENDPOINT_REACHABLE, "PrimaryUnreachable"),
         (CREDENTIALS_VALID, "PrimaryCredentialsInvalid"),
@@ -59,7 +52,7 @@ pub fn failing(name: &str, conds: &[Condition]) -> Option<Failing> {
         if let Some(c) = conditions::get(conds, type_)
             && c.status == "False"
         {
-            return Some(Failing {
+            return Some(Problem {
                 reason,
                 message: format!(
                     "LlmProfile {name:?} {type_}=False ({}): {}",
@@ -167,7 +160,7 @@ pub fn select(
         }
         switch_back_in = Some(hold - healthy_for);
     }
-    let why = primary_failing.unwrap_or_else(|| Failing {
+    let why = primary_failing.unwrap_or_else(|| Problem {
         reason: "PrimaryNotReadyLongEnough",
         message: format!(
             "LlmProfile {primary:?} must be Ready for {}s before switching back",

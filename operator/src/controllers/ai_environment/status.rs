@@ -1,7 +1,7 @@
 //! Conditions of an AiEnvironment, computed from what reconcile found. Pure.
 
 use super::select::Selection;
-use crate::{conditions::Desired, controllers::llm_profile::validate::Problem};
+use crate::{conditions::Desired, controller::Problem};
 
 pub const PROFILE_RESOLVED: &str = "ProfileResolved";
 pub const SECRET_RENDERED: &str = "SecretRendered";
@@ -43,8 +43,8 @@ pub struct Findings {
     pub secret: Option<Result<String, Problem>>,
     pub rollout: RolloutState,
     pub memory: MemoryState,
-    /// None when networkPolicy.enabled is false.
-    pub network_policy: Option<String>,
+    /// None when networkPolicy.enabled is false; the summary, or why a policy could not be applied.
+    pub network_policy: Option<Result<String, Problem>>,
     pub secret_name: String,
 }
 
@@ -166,11 +166,20 @@ pub fn conditions(f: &Findings) -> (Vec<Desired>, Vec<&'static str>) {
     }
 
     match &f.network_policy {
-        Some(summary) => out.push(Desired::true_(
+        Some(Ok(summary)) => out.push(Desired::true_(
             NETWORK_POLICY_READY,
             "Applied",
             summary.clone(),
         )),
+        Some(Err(p)) => {
+            // The agents run unfenced: not Ready, whatever else is fine.
+            out.push(Desired::false_(
+                NETWORK_POLICY_READY,
+                p.reason,
+                p.message.clone(),
+            ));
+            block(p.reason, &p.message);
+        }
         None => remove.push(NETWORK_POLICY_READY),
     }
 
@@ -209,7 +218,7 @@ mod tests {
             secret: Some(Ok("a".repeat(64))),
             rollout: RolloutState::Done { workloads: 2 },
             memory: MemoryState::NotConfigured,
-            network_policy: Some("x".into()),
+            network_policy: Some(Ok("x".into())),
             secret_name: "dev-llm".into(),
         }
     }
@@ -239,6 +248,18 @@ mod tests {
         assert_eq!(get(&c, SECRET_RENDERED).status, Status::Unknown);
         assert_eq!(get(&c, ROLLED_OUT).reason, "Blocked");
         assert!(c.iter().all(|d| d.type_ != FAILED_OVER));
+    }
+
+    #[test]
+    fn a_policy_that_cannot_be_applied_is_not_ready() {
+        let mut f = base();
+        f.network_policy = Some(Err(Problem::new(
+            "NetworkPolicyConflict",
+            "NetworkPolicy \"dev-egress\" already exists",
+        )));
+        let (c, _) = conditions(&f);
+        assert_eq!(get(&c, NETWORK_POLICY_READY).status, Status::False);
+        assert_eq!(get(&c, READY).reason, "NetworkPolicyConflict");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! LlmProfile controller: resolve the key Secret → validate → probe (when due) → status.
 
+pub mod endpoints;
 pub mod probe;
 pub mod status;
 pub mod validate;
@@ -22,7 +23,7 @@ use kube::{
     },
 };
 use sha2::{Digest, Sha256};
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info_span};
 
 use self::{status::Finding, validate::Problem};
 use crate::{
@@ -114,21 +115,7 @@ fn profiles_referencing(
 async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
     let ctx = &state.ctx;
     let _timer = ctx.metrics.reconcile(CONTROLLER);
-    let profile = match &guarded.0 {
-        Ok(p) => p,
-        Err(invalid) => {
-            let name = invalid.metadata.name.clone().unwrap_or_default();
-            warn!(%name, error = %invalid.error, "undecodable LlmProfile");
-            return Err(Error::Undecodable(format!(
-                "LlmProfile {name}: {}",
-                invalid.error
-            )));
-        }
-    };
-    let ns = profile
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = profile.name_any();
+    let (profile, ns, name) = policy::decoded(&guarded, "LlmProfile")?;
     let span = info_span!("reconcile", controller = CONTROLLER, namespace = %ns, name = %name);
     async {
         let found = observe(profile, &ns, &state).await?;
@@ -214,8 +201,8 @@ async fn observe(
         return Ok((None, Some(interval - elapsed)));
     }
 
-    let request = probe::build_request(spec, key_str);
-    let outcome = probe::send(&request, ca.as_deref()).await;
+    let requests = probe::build_requests(spec, key_str);
+    let (url, outcome) = probe::send_all(&requests, ca.as_deref()).await;
     state.memo.last.lock().expect("memo lock").insert(
         oref,
         Probed {
@@ -231,7 +218,7 @@ async fn observe(
         .map(|r| r.name.clone());
     Ok((
         Some(Finding::Probed {
-            url: request.shown.clone(),
+            url,
             outcome,
             secret_name,
         }),
@@ -272,6 +259,8 @@ async fn write_status(
     let old = profile.status.clone().unwrap_or_default();
     let now = ctx.clock.now_time();
     let (desired, removed) = status::conditions(&finding);
+    let warning = endpoints::unversioned_openai(&endpoints::resolve(&profile.spec));
+    let desired = status::with_path_warning(desired, warning);
     let failures = match &finding {
         Finding::Probed { outcome, .. } if outcome.is_transient_failure() => {
             old.consecutive_failures.unwrap_or(0).saturating_add(1)

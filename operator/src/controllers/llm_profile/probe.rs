@@ -3,15 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-use crate::api::llm_profile::{HeaderStyle, LlmProfileSpec, Provider};
+use super::endpoints;
+use crate::api::llm_profile::{HeaderStyle, LlmProfileSpec, ProbeMode, Provider};
 
 /// The HTTP request a probe sends. `Debug` redacts header values: they may hold the key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProbeRequest {
+    /// GET for a models list, POST for a completion.
+    pub post: bool,
     pub url: String,
     /// `url` as conditions and logs show it: a query (which gateways use for keys) redacted.
     pub shown: String,
     pub headers: Vec<(String, String)>,
+    /// JSON body of a completion probe.
+    pub body: Option<String>,
     pub timeout: Duration,
 }
 
@@ -19,6 +24,7 @@ impl std::fmt::Debug for ProbeRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("ProbeRequest")
+            .field("post", &self.post)
             .field("url", &self.shown)
             .field("headers", &names)
             .field("timeout", &self.timeout)
@@ -29,54 +35,96 @@ impl std::fmt::Debug for ProbeRequest {
 /// Anthropic's API version header; the models endpoint requires one.
 pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
-/// The path of the models list for a provider, relative to `baseUrl`.
-/// Anthropic base URLs carry no `/v1` (Claude Code appends `/v1/messages`); OpenAI-style base URLs
-/// end in `/v1` (clients append `/models`, `/chat/completions`); Ollama's native API lists models at
-/// `/api/tags` when the base URL is not its OpenAI-compatible `/v1`.
-pub fn default_path(provider: Provider, base_url: &str) -> &'static str {
-    let trimmed = base_url.trim_end_matches('/');
-    match provider {
-        Provider::Anthropic if trimmed.ends_with("/v1") => "/models",
-        Provider::Anthropic => "/v1/models",
-        Provider::Ollama if !trimmed.ends_with("/v1") => "/api/tags",
-        _ => "/models",
-    }
-}
-
-/// Build the probe request for a profile and its key.
-pub fn build_request(spec: &LlmProfileSpec, api_key: Option<&str>) -> ProbeRequest {
+/// The probe requests of a profile: one per wire protocol it offers (each protocol an environment
+/// may use must answer). `models` mode lists models (`GET {anthropic}/v1/models` with the
+/// profile's header style, `GET {openai}/models` with Bearer); `completion` mode asks for one
+/// token on the real generation path (`POST …/v1/messages`, `POST …/chat/completions`), since a
+/// models list can answer while generation fails. `probe.path` replaces the path of the first.
+pub fn build_requests(spec: &LlmProfileSpec, api_key: Option<&str>) -> Vec<ProbeRequest> {
     let probe = spec.probe.as_ref();
-    let path = probe
-        .and_then(|p| p.path.as_deref())
-        .unwrap_or_else(|| default_path(spec.provider, &spec.base_url));
-    let (url, shown) = join_url(&spec.base_url, path);
+    let completion = probe.is_some_and(|p| p.mode == ProbeMode::Completion);
+    let timeout = Duration::from_secs(probe.map(|p| p.timeout_seconds).unwrap_or(10) as u64);
+    let offered = endpoints::resolve(spec);
+    let extra: Vec<(String, String)> = spec
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let style = spec
         .auth
         .as_ref()
         .map(|a| a.header_style)
         .unwrap_or_default();
-    let mut headers: Vec<(String, String)> = spec
-        .headers
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if spec.provider == Provider::Anthropic {
-        headers.push(("anthropic-version".into(), ANTHROPIC_VERSION.into()));
-    }
-    if let Some(key) = api_key {
-        match (spec.provider, style) {
-            (Provider::Anthropic, HeaderStyle::ApiKey) => {
-                headers.push(("x-api-key".into(), key.into()))
-            }
-            _ => headers.push(("authorization".into(), format!("Bearer {key}"))),
+    let body = |path_for_chat: bool| {
+        let mut b = serde_json::json!({
+            "model": spec.model,
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": "ping"}],
+        });
+        if path_for_chat {
+            b["stream"] = false.into();
         }
+        b.to_string()
+    };
+    let mut out = Vec::new();
+    if let Some(root) = &offered.anthropic {
+        let mut headers = extra.clone();
+        headers.push(("anthropic-version".into(), ANTHROPIC_VERSION.into()));
+        if let Some(key) = api_key {
+            headers.push(match style {
+                HeaderStyle::ApiKey => ("x-api-key".into(), key.into()),
+                HeaderStyle::Bearer => ("authorization".into(), format!("Bearer {key}")),
+            });
+        }
+        let path = if completion {
+            "/v1/messages"
+        } else {
+            "/v1/models"
+        };
+        out.push((root.clone(), path, headers, completion.then(|| body(false))));
     }
-    ProbeRequest {
-        url,
-        shown,
-        headers,
-        timeout: Duration::from_secs(probe.map(|p| p.timeout_seconds).unwrap_or(10) as u64),
+    if let Some(o) = &offered.openai {
+        let mut headers = extra;
+        if let Some(key) = api_key {
+            headers.push(("authorization".into(), format!("Bearer {key}")));
+        }
+        let path = if completion {
+            "/chat/completions"
+        } else {
+            "/models"
+        };
+        out.push((
+            o.base_url.clone(),
+            path,
+            headers,
+            completion.then(|| body(true)),
+        ));
     }
+    // The native protocol first: that is the one probe.path is meant for.
+    if spec.provider != Provider::Anthropic && out.len() == 2 {
+        out.swap(0, 1);
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(i, (base, path, mut headers, body))| {
+            let path = match probe.and_then(|p| p.path.as_deref()) {
+                Some(custom) if i == 0 => custom,
+                _ => path,
+            };
+            if body.is_some() {
+                headers.push(("content-type".into(), "application/json".into()));
+            }
+            let (url, shown) = join_url(&base, path);
+            ProbeRequest {
+                post: body.is_some(),
+                url,
+                shown,
+                headers,
+                body,
+                timeout,
+            }
+        })
+        .collect()
 }
 
 /// `path` appended to the base URL's path, its query kept; and the same URL with the query
@@ -128,6 +176,17 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How bad it is, for picking the outcome of several requests.
+    fn severity(&self) -> u8 {
+        match self {
+            Outcome::Ok { .. } => 0,
+            Outcome::Degraded { .. } => 1,
+            Outcome::UnexpectedStatus { .. } => 2,
+            Outcome::Unauthorized { .. } => 3,
+            Outcome::Unreachable { .. } => 4,
+        }
+    }
+
     /// A failure that may pass (no answer, or a server error): what probe.failureThreshold counts.
     pub fn is_transient_failure(&self) -> bool {
         matches!(
@@ -147,7 +206,32 @@ pub fn classify_status(status: u16, latency_ms: u64) -> Outcome {
     }
 }
 
-/// Send the probe. `ca_pem` adds a private CA. Errors never include header values.
+/// Send every request of a probe; the outcome is the worst of theirs (an endpoint an environment
+/// may use that does not answer is not Ready), with the URL it concerns.
+pub async fn send_all(requests: &[ProbeRequest], ca_pem: Option<&[u8]>) -> (String, Outcome) {
+    let mut worst: Option<(String, Outcome)> = None;
+    for r in requests {
+        let o = send(r, ca_pem).await;
+        if worst
+            .as_ref()
+            .is_none_or(|(_, w)| o.severity() > w.severity())
+        {
+            let method = if r.post { "POST" } else { "GET" };
+            worst = Some((format!("{method} {}", r.shown), o));
+        }
+    }
+    worst.unwrap_or_else(|| {
+        (
+            String::new(),
+            Outcome::Unreachable {
+                reason: "NoEndpoint",
+                detail: "the profile offers no endpoint".into(),
+            },
+        )
+    })
+}
+
+/// Send one probe request. `ca_pem` adds a private CA. Errors never include header values.
 pub async fn send(request: &ProbeRequest, ca_pem: Option<&[u8]>) -> Outcome {
     let mut builder = reqwest::Client::builder()
         .timeout(request.timeout)
@@ -178,7 +262,14 @@ pub async fn send(request: &ProbeRequest, ca_pem: Option<&[u8]>) -> Outcome {
             };
         }
     };
-    let mut req = client.get(&request.url);
+    let mut req = if request.post {
+        client.post(&request.url)
+    } else {
+        client.get(&request.url)
+    };
+    if let Some(body) = &request.body {
+        req = req.body(body.clone());
+    }
     for (name, value) in &request.headers {
         req = req.header(name, value);
     }
@@ -222,6 +313,12 @@ fn describe(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
 
+    fn build_request(spec: &LlmProfileSpec, key: Option<&str>) -> ProbeRequest {
+        let mut all = build_requests(spec, key);
+        assert_eq!(all.len(), 1, "{all:?}");
+        all.remove(0)
+    }
+
     #[test]
     fn a_query_in_the_base_url_is_kept_for_the_request_and_hidden_from_messages() {
         let s = spec("openai", "https://gw.example/v1?api-key=hunter2", "bearer");
@@ -257,6 +354,7 @@ mod tests {
             Some("sk"),
         );
         assert_eq!(r.url, "https://api.anthropic.com/v1/models");
+        assert!(!r.post);
         assert_eq!(header(&r, "authorization"), Some("Bearer sk"));
         assert_eq!(header(&r, "x-api-key"), None);
         assert_eq!(header(&r, "anthropic-version"), Some(ANTHROPIC_VERSION));
@@ -278,15 +376,11 @@ mod tests {
     fn openai_style_providers_list_models_under_the_base_url_with_bearer() {
         for provider in ["openai", "qwen", "openaiCompatible"] {
             let r = build_request(
-                &spec(
-                    provider,
-                    "https://dashscope.example/compatible-mode/v1",
-                    "apiKey",
-                ),
+                &spec(provider, "https://gw.example/compatible-mode/v1", "apiKey"),
                 Some("k"),
             );
             assert_eq!(
-                r.url, "https://dashscope.example/compatible-mode/v1/models",
+                r.url, "https://gw.example/compatible-mode/v1/models",
                 "{provider}"
             );
             assert_eq!(header(&r, "authorization"), Some("Bearer k"), "{provider}");
@@ -295,17 +389,73 @@ mod tests {
     }
 
     #[test]
-    fn ollama_native_and_openai_compatible_paths() {
+    fn every_protocol_a_gateway_offers_is_probed_native_first() {
+        let mut s = spec("openaiCompatible", "https://gw.example/v1", "apiKey");
+        s.endpoints = Some(
+            serde_json::from_value(serde_json::json!({
+                "anthropic": {"baseUrl": "https://gw.example"}
+            }))
+            .unwrap(),
+        );
+        let all = build_requests(&s, Some("k"));
+        let urls: Vec<&str> = all.iter().map(|r| r.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://gw.example/v1/models",
+                "https://gw.example/v1/models"
+            ]
+        );
+        assert_eq!(header(&all[0], "authorization"), Some("Bearer k"));
+        // The Anthropic one with its header style and version.
+        assert_eq!(header(&all[1], "x-api-key"), Some("k"));
+        assert_eq!(
+            header(&all[1], "anthropic-version"),
+            Some(ANTHROPIC_VERSION)
+        );
+    }
+
+    #[test]
+    fn completion_mode_asks_for_one_token_on_the_generation_path() {
+        let mut s = spec(
+            "qwen",
+            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+            "bearer",
+        );
+        s.probe.as_mut().unwrap().mode = ProbeMode::Completion;
+        let all = build_requests(&s, Some("k"));
+        assert_eq!(all.len(), 2, "DashScope offers both protocols");
+        assert_eq!(
+            all[0].url,
+            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1/chat/completions"
+        );
+        assert_eq!(
+            all[1].url,
+            "https://dashscope-intl.aliyuncs.com/apps/anthropic/v1/messages"
+        );
+        for r in &all {
+            assert!(r.post);
+            let body: serde_json::Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+            assert_eq!(body["model"], "m");
+            assert_eq!(body["max_tokens"], 1);
+            assert_eq!(header(r, "content-type"), Some("application/json"));
+        }
+    }
+
+    #[test]
+    fn ollama_is_probed_on_its_openai_and_anthropic_paths_without_a_key() {
         let mut s = spec("ollama", "http://ollama.models.svc:11434", "bearer");
         s.auth = None;
-        let r = build_request(&s, None);
-        assert_eq!(r.url, "http://ollama.models.svc:11434/api/tags");
-        assert_eq!(header(&r, "authorization"), None);
-        s.base_url = "http://ollama.models.svc:11434/v1".into();
+        let all = build_requests(&s, None);
+        let urls: Vec<&str> = all.iter().map(|r| r.url.as_str()).collect();
         assert_eq!(
-            build_request(&s, None).url,
-            "http://ollama.models.svc:11434/v1/models"
+            urls,
+            [
+                "http://ollama.models.svc:11434/v1/models",
+                "http://ollama.models.svc:11434/v1/models"
+            ]
         );
+        assert!(all.iter().all(|r| header(r, "authorization").is_none()));
     }
 
     #[test]

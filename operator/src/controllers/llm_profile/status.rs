@@ -39,6 +39,20 @@ pub fn latency_moved(recorded: Option<u64>, measured: Option<u64>) -> bool {
     }
 }
 
+/// An accepted profile whose OpenAI base looks wrong says so in Accepted (still True: some
+/// vendors really serve their API at an unversioned base).
+pub fn with_path_warning(mut desired: Vec<Desired>, warning: Option<String>) -> Vec<Desired> {
+    if let Some(w) = warning
+        && let Some(a) = desired
+            .iter_mut()
+            .find(|d| d.type_ == ACCEPTED && d.status == crate::conditions::Status::True)
+    {
+        a.reason = "OpenAIBaseUnversioned".into();
+        a.message = w;
+    }
+    desired
+}
+
 /// The conditions to upsert, and the ones to remove.
 pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) {
     match finding {
@@ -79,11 +93,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                 // every probe would rewrite the status, and wake every environment, each time.
                 Outcome::Ok { .. } => vec![
                     accepted,
-                    Desired::true_(
-                        ENDPOINT_REACHABLE,
-                        "Reachable",
-                        format!("GET {url} answered"),
-                    ),
+                    Desired::true_(ENDPOINT_REACHABLE, "Reachable", format!("{url} answered")),
                     Desired::true_(
                         CREDENTIALS_VALID,
                         "Accepted",
@@ -106,7 +116,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                         Desired::true_(
                             ENDPOINT_REACHABLE,
                             why,
-                            format!("GET {url} answered HTTP {status}: shedding load, not down"),
+                            format!("{url} answered HTTP {status}: shedding load, not down"),
                         ),
                         Desired::unknown(
                             CREDENTIALS_VALID,
@@ -117,7 +127,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                             READY,
                             "EndpointDegraded",
                             format!(
-                                "GET {url} answered HTTP {status} ({why}): usable, requests may be slowed"
+                                "{url} answered HTTP {status} ({why}): usable, requests may be slowed"
                             ),
                         ),
                     ]
@@ -127,7 +137,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::true_(
                         ENDPOINT_REACHABLE,
                         "Reachable",
-                        format!("GET {url} answered HTTP {status}"),
+                        format!("{url} answered HTTP {status}"),
                     ),
                     Desired::false_(
                         CREDENTIALS_VALID,
@@ -145,7 +155,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::false_(
                         ENDPOINT_REACHABLE,
                         "ServerError",
-                        format!("GET {url} answered HTTP {status}: the endpoint is failing"),
+                        format!("{url} answered HTTP {status}: the endpoint is failing"),
                     ),
                     Desired::unknown(
                         CREDENTIALS_VALID,
@@ -155,7 +165,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::false_(
                         READY,
                         "EndpointUnhealthy",
-                        format!("GET {url} answered HTTP {status}"),
+                        format!("{url} answered HTTP {status}"),
                     ),
                 ],
                 Outcome::UnexpectedStatus { status, .. } => vec![
@@ -163,7 +173,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::true_(
                         ENDPOINT_REACHABLE,
                         "Reachable",
-                        format!("GET {url} answered HTTP {status}"),
+                        format!("{url} answered HTTP {status}"),
                     ),
                     Desired::unknown(
                         CREDENTIALS_VALID,
@@ -173,7 +183,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::false_(
                         READY,
                         "UnexpectedStatus",
-                        format!("GET {url} answered HTTP {status}: check baseUrl and probe.path"),
+                        format!("{url} answered HTTP {status}: check baseUrl and probe.path"),
                     ),
                 ],
                 Outcome::Unreachable { reason, detail } => vec![
@@ -181,7 +191,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::false_(
                         ENDPOINT_REACHABLE,
                         *reason,
-                        format!("GET {url} failed: {detail}"),
+                        format!("{url} failed: {detail}"),
                     ),
                     Desired::unknown(
                         CREDENTIALS_VALID,
@@ -191,7 +201,7 @@ pub fn conditions(finding: &Finding) -> (Vec<Desired>, &'static [&'static str]) 
                     Desired::false_(
                         READY,
                         "EndpointUnreachable",
-                        format!("GET {url} failed: {detail}"),
+                        format!("{url} failed: {detail}"),
                     ),
                 ],
             };

@@ -5,21 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 
 use crate::api::{common::SecretKeyRef, llm_profile::LlmProfileSpec};
-
-/// Why a profile cannot be used, with a message a person can act on. Never holds secret values.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Problem {
-    /// Stable CamelCase reason, used for the condition and the Event.
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Problem {
-    fn new(reason: &'static str, message: String) -> Self {
-        Self { reason, message }
-    }
-}
+pub use crate::controller::Problem;
 
 /// Checks the spec for what the schema cannot express: header and variable names.
 pub fn validate_spec(spec: &LlmProfileSpec) -> Result<(), Problem> {

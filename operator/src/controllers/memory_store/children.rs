@@ -39,6 +39,7 @@ use kube::{
 use crate::api::memory_store::{
     CloudNativePgSpec, DeletionPolicy, ManagedSpec, MemoryStore, default_pg_image,
 };
+pub use crate::controller::children::Lifetime;
 
 pub const LABEL_STORE: &str = "aienv.orchestr8.io/store";
 pub const LABEL_CLIENT: &str = "aienv.orchestr8.io/memory-store";
@@ -47,7 +48,7 @@ pub use crate::controller::labels::{
 };
 pub const COMPONENT_DB: &str = "memory-store-db";
 
-pub const PG_PORT: u16 = 5432;
+pub const PG_PORT: u16 = crate::controller::labels::POSTGRES_PORT;
 pub const PG_USER: &str = "aienv";
 pub const PG_DATABASE: &str = "memory";
 const PG_UID: i64 = 999;
@@ -562,13 +563,18 @@ pub fn cnpg_cluster(
         }
     }));
     obj.metadata = meta(store, name);
-    // With Retain the database must outlive the MemoryStore: an ownerReference would let the
-    // garbage collector delete the Cluster (and CloudNativePG its volumes) with the store. Server-side
-    // apply drops or adds the reference when the policy changes.
-    if store.spec.deletion_policy == DeletionPolicy::Retain {
-        obj.metadata.owner_references = None;
-    }
     obj
+}
+
+/// Whether the database (CloudNativePG's Cluster) goes with the store. With Retain it must
+/// outlive the MemoryStore: an ownerReference would let the garbage collector delete the Cluster
+/// (and CloudNativePG its volumes) with the store. Server-side apply drops or adds the reference
+/// when the policy changes.
+pub fn data_lifetime(store: &MemoryStore) -> Lifetime {
+    match store.spec.deletion_policy {
+        DeletionPolicy::Retain => Lifetime::Outlives,
+        DeletionPolicy::Delete => Lifetime::Owned,
+    }
 }
 
 #[cfg(test)]
@@ -695,15 +701,14 @@ spec:
         let retain = store(
             "apiVersion: aienv.orchestr8.io/v1alpha1\nkind: MemoryStore\nmetadata: {name: m, namespace: t}\nspec: {mode: cloudnativepg, cloudnativepg: {instances: 3}}\n",
         );
-        let c = cnpg_cluster(&retain, retain.spec.cloudnativepg.as_ref().unwrap(), "r");
-        assert!(
-            c.metadata.owner_references.is_none(),
+        assert_eq!(
+            data_lifetime(&retain),
+            Lifetime::Outlives,
             "Retain: the GC must not delete the database"
         );
         let mut delete = retain.clone();
         delete.spec.deletion_policy = DeletionPolicy::Delete;
-        let c = cnpg_cluster(&delete, delete.spec.cloudnativepg.as_ref().unwrap(), "r");
-        assert_eq!(c.metadata.owner_references.unwrap()[0].kind, "MemoryStore");
+        assert_eq!(data_lifetime(&delete), Lifetime::Owned);
     }
 
     #[test]

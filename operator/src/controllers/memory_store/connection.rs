@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, fmt};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 
-use crate::api::common::SecretKeyRef;
+use crate::{
+    api::common::SecretKeyRef,
+    controller::{Problem, labels::POSTGRES_PORT},
+};
 
 /// Where and as whom to connect.
 #[derive(Clone, PartialEq, Eq)]
@@ -37,14 +40,6 @@ impl fmt::Debug for ConnInfo {
             .field("password", &"<redacted>")
             .finish()
     }
-}
-
-/// Why the connection details cannot be worked out. Never holds secret values.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ConnProblem {
-    pub reason: &'static str,
-    pub message: String,
 }
 
 impl ConnInfo {
@@ -132,8 +127,8 @@ impl ConnInfo {
 }
 
 /// Parse a postgres:// URI. Errors describe the shape, never the value.
-pub fn parse_uri(uri: &str, origin: &str) -> Result<ConnInfo, ConnProblem> {
-    let bad = |what: &str| ConnProblem {
+pub fn parse_uri(uri: &str, origin: &str) -> Result<ConnInfo, Problem> {
+    let bad = |what: &str| Problem {
         reason: "InvalidConnectionSecret",
         message: format!("{origin}: {what}; expected postgres://user:password@host:5432/database"),
     };
@@ -163,7 +158,7 @@ pub fn parse_uri(uri: &str, origin: &str) -> Result<ConnInfo, ConnProblem> {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),
-        port: u.port().unwrap_or(5432),
+        port: u.port().unwrap_or(POSTGRES_PORT),
         database,
         user: decode(u.username()),
         password: u.password().map(decode).unwrap_or_default(),
@@ -190,9 +185,9 @@ pub fn from_external_secret(
     r: &SecretKeyRef,
     secret: Option<&Secret>,
     ns: &str,
-) -> Result<ConnInfo, ConnProblem> {
+) -> Result<ConnInfo, Problem> {
     let Some(secret) = secret else {
-        return Err(ConnProblem {
+        return Err(Problem {
             reason: "ConnectionSecretMissing",
             message: format!(
                 "Secret {ns}/{} (external.connectionSecretRef) does not exist: create it with key {:?} holding a postgres:// URI",
@@ -202,7 +197,7 @@ pub fn from_external_secret(
     };
     let data = secret.data.clone().unwrap_or_default();
     let Some(uri) = text(&data, &r.key) else {
-        return Err(ConnProblem {
+        return Err(Problem {
             reason: "ConnectionSecretMissing",
             message: format!(
                 "Secret {ns}/{} has no non-empty key {:?} (external.connectionSecretRef.key)",
@@ -217,10 +212,10 @@ pub fn from_external_secret(
 }
 
 /// Managed mode: the generated credentials, reached through the client Service.
-pub fn from_credentials(secret: &Secret, host: String, port: u16) -> Result<ConnInfo, ConnProblem> {
+pub fn from_credentials(secret: &Secret, host: String, port: u16) -> Result<ConnInfo, Problem> {
     let data = secret.data.clone().unwrap_or_default();
     let get = |k: &str| {
-        text(&data, k).ok_or_else(|| ConnProblem {
+        text(&data, k).ok_or_else(|| Problem {
             reason: "CredentialsInvalid",
             message: format!(
                 "the generated credentials Secret {} lacks key {k:?}: delete it to have a new one generated (the database must be re-initialised to use it)",
@@ -241,13 +236,13 @@ pub fn from_credentials(secret: &Secret, host: String, port: u16) -> Result<Conn
 }
 
 /// CloudNativePG mode: its app Secret (keys uri, host, port, dbname, user, password).
-pub fn from_cnpg_secret(secret: &Secret) -> Result<ConnInfo, ConnProblem> {
+pub fn from_cnpg_secret(secret: &Secret) -> Result<ConnInfo, Problem> {
     let data = secret.data.clone().unwrap_or_default();
     let name = secret.metadata.name.as_deref().unwrap_or_default();
     if let Some(uri) = text(&data, "uri") {
         return parse_uri(&uri, &format!("key \"uri\" of CloudNativePG Secret {name}"));
     }
-    let missing = |k: &str| ConnProblem {
+    let missing = |k: &str| Problem {
         reason: "WaitingForDatabase",
         message: format!("CloudNativePG Secret {name} lacks key {k:?} (yet)"),
     };
@@ -255,7 +250,7 @@ pub fn from_cnpg_secret(secret: &Secret) -> Result<ConnInfo, ConnProblem> {
         host: text(&data, "host").ok_or_else(|| missing("host"))?,
         port: text(&data, "port")
             .and_then(|p| p.parse().ok())
-            .unwrap_or(5432),
+            .unwrap_or(POSTGRES_PORT),
         database: text(&data, "dbname").ok_or_else(|| missing("dbname"))?,
         user: text(&data, "user").ok_or_else(|| missing("user"))?,
         password: text(&data, "password").ok_or_else(|| missing("password"))?,

@@ -126,7 +126,7 @@ async fn run(
                     secrets.get_opt(&r.name).await?.as_ref(),
                     ns,
                 ),
-                None => Err(connection::ConnProblem {
+                None => Err(crate::controller::Problem {
                     reason: "InvalidSpec",
                     message: "no external.connectionSecretRef".into(),
                 }),

@@ -20,7 +20,6 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::DynamicObject,
     core::{DeserializeGuard, PartialObjectMeta},
     runtime::{
         Controller,
@@ -33,7 +32,7 @@ use kube::{
 use tracing::{Instrument, info_span, warn};
 
 use self::{
-    connection::{ConnInfo, ConnProblem, secret_text},
+    connection::{ConnInfo, secret_text},
     index_builds::{BUILD_POLL, BuildSeen, IndexBuilds},
     pools::Pools,
     status::{Finding, IndexReport},
@@ -45,7 +44,9 @@ use crate::{
     conditions,
     controller::shared::Subscriptions,
     controller::{
-        Context, Error, Result, apply, finalizer, mapping,
+        Context, Error, Problem, Result, apply,
+        children::{ChildSet, Lifetime},
+        finalizer, mapping,
         policy::{self, Backoffs},
     },
     memory::{
@@ -187,22 +188,14 @@ type Observed = (Finding, Option<Endpoint>, Option<Counts>);
 /// agents' login, and report.
 async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Result<Observed> {
     let ctx = &state.ctx;
-    let invalid = |message: String| {
-        Ok((
-            Finding::Invalid {
-                reason: "InvalidSpec".into(),
-                message,
-            },
-            None,
-            None,
-        ))
-    };
+    let invalid = |p: Problem| Ok((Finding::Invalid(p), None, None));
+    let not_connected = |p: Problem| Ok((Finding::NotConnected(p), None, None));
     let layout = match StoreLayout::from_spec(&store.spec) {
         Ok(l) => l,
-        Err(p) => return invalid(p.0),
+        Err(p) => return invalid(p),
     };
     if let Err(m) = index_build::check_memory_setting(&store.spec.index.maintenance_work_mem) {
-        return invalid(m);
+        return invalid(Problem::invalid_spec(m));
     }
     let identity = StoreIdentity {
         namespace: ns.to_string(),
@@ -213,28 +206,23 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             .clone()
             .ok_or(Error::MissingField("metadata.uid"))?,
     };
-    // Refuse before anything is applied when `<store>-app` belongs to someone else.
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let app_name = children::app_secret_name(name);
     let owner = store
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let existing = secrets.get_metadata_opt(&app_name).await?;
-    if let Err(c) = apply::check_controlled(
-        "Secret",
-        &app_name,
+    let mut set = ChildSet::new(
+        ctx.client.clone(),
         ns,
-        existing.as_ref().map(|m| &m.metadata),
-        &owner,
-    ) {
-        return Ok((
-            Finding::NotConnected {
-                reason: "SecretConflict".into(),
-                message: c.to_string(),
-            },
-            None,
-            None,
-        ));
+        owner,
+        children::LABEL_STORE,
+        apply::manager::MEMORY_STORE,
+        CONTROLLER,
+        &ctx.metrics,
+    );
+    // Refuse before anything is applied when `<store>-app` belongs to someone else.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let app_name = children::app_secret_name(name);
+    if let Some(c) = set.conflict::<Secret>(&app_name).await? {
+        return not_connected(Problem::new("SecretConflict", c.to_string()));
     }
     let target_on = |database: &str| {
         StoreTarget::new(
@@ -244,18 +232,12 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             None,
         )
     };
-    let conn = match provision(store, ns, name, ctx, &target_on).boxed().await? {
+    let conn = match provision(store, ns, name, ctx, &mut set, &target_on)
+        .boxed()
+        .await?
+    {
         Ok(c) => c,
-        Err(p) => {
-            return Ok((
-                Finding::NotConnected {
-                    reason: p.reason.into(),
-                    message: p.message,
-                },
-                None,
-                None,
-            ));
-        }
+        Err(p) => return not_connected(p),
     };
     // CloudNativePG's Cluster declares the role for its own database, whatever the app Secret says.
     let role_database = match store.spec.mode {
@@ -264,20 +246,16 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     };
     let mut target = match target_on(role_database) {
         Ok(t) => t,
-        Err(m) => return invalid(m),
+        Err(m) => return invalid(Problem::invalid_spec(m)),
     };
     let agent = ensure_agent_secret(&secrets, store, &target.agent_role).await?;
     let Some(agent_password) = secret_text(&agent, "password") else {
-        return Ok((
-            Finding::NotConnected {
-                reason: "CredentialsInvalid".into(),
-                message: format!(
-                    "Secret {ns}/{} lacks key \"password\": delete it to have a new agent password generated",
-                    children::agent_secret_name(name)
-                ),
-            },
-            None,
-            None,
+        return not_connected(Problem::new(
+            "CredentialsInvalid",
+            format!(
+                "Secret {ns}/{} lacks key \"password\": delete it to have a new agent password generated",
+                children::agent_secret_name(name)
+            ),
         ));
     };
     target.agent = Some(match store.spec.mode {
@@ -295,10 +273,10 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
         Ok(p) => p,
         Err(e) => {
             return Ok((
-                Finding::NotConnected {
-                    reason: "InvalidConnectionSecret".into(),
-                    message: format!("connection settings for {shown} are invalid: {e}"),
-                },
+                Finding::NotConnected(Problem::new(
+                    "InvalidConnectionSecret",
+                    format!("connection settings for {shown} are invalid: {e}"),
+                )),
                 Some(endpoint),
                 None,
             ));
@@ -310,10 +288,10 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             _ => "WaitingForDatabase",
         };
         return Ok((
-            Finding::NotConnected {
-                reason: reason.into(),
-                message: format!("cannot connect to {shown}: {}", describe(&e)),
-            },
+            Finding::NotConnected(Problem::new(
+                reason,
+                format!("cannot connect to {shown}: {}", describe(&e)),
+            )),
             Some(endpoint),
             None,
         ));
@@ -335,12 +313,11 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     events::prepared(ctx, &store.object_ref(&()), &prepared, &target, &shown).await;
     // Agents get their own login only once the role and its grants exist; never the owner's.
     let agent_conn = conn.as_agent(&target.agent_role, &agent_password, &target.schema);
-    apply::apply(
-        &secrets,
-        apply::manager::MEMORY_STORE,
-        &children::app_secret(store, agent_conn.secret_data()),
-    )
-    .await?;
+    let app = children::app_secret(store, agent_conn.secret_data());
+    if let Err(c) = set.add(app, Lifetime::Owned).await? {
+        return not_connected(Problem::new("SecretConflict", c.to_string()));
+    }
+    set.finish().await?;
     let index = index_report(store, ns, name, &pool, &layout, &prepared, state).await;
     let counts = schema::counts(&pool)
         .boxed()
@@ -445,17 +422,18 @@ async fn provision(
     ns: &str,
     name: &str,
     ctx: &Context,
+    set: &mut ChildSet<'_>,
     target_on: &(dyn Fn(&str) -> std::result::Result<StoreTarget, String> + Sync),
-) -> Result<Result<ConnInfo, ConnProblem>> {
+) -> Result<Result<ConnInfo, Problem>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let m = apply::manager::MEMORY_STORE;
+    let conflict = |c: apply::Conflict| Problem::new("ChildConflict", c.to_string());
     match store.spec.mode {
         StoreMode::External => {
             let Some(ext) = &store.spec.external else {
-                return Ok(Err(ConnProblem {
-                    reason: "InvalidSpec",
-                    message: "mode: external needs spec.external.connectionSecretRef".into(),
-                }));
+                return Ok(Err(Problem::invalid_spec(
+                    "mode: external needs spec.external.connectionSecretRef",
+                )));
             };
             let r = &ext.connection_secret_ref;
             let secret = secrets.get_opt(&r.name).await?;
@@ -468,14 +446,22 @@ async fn provision(
             let wanted = children::credentials_secret(store, children::generate_password());
             let creds = apply::create_if_absent(&secrets, m, &wanted).await?;
             let creds = own_credentials_per_policy(&secrets, creds, &wanted, store).await?;
-            let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-            apply::apply(&services, m, &children::headless_service(store)).await?;
-            let client = apply::apply(&services, m, &children::client_service(store)).await?;
-            let sts: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
             let hash = children::credentials_hash(&creds);
-            apply::apply(&sts, m, &children::statefulset(store, &managed, &hash)).await?;
-            let np: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
-            apply::apply(&np, m, &children::network_policy(store)).await?;
+            let owned = Lifetime::Owned;
+            if let Err(c) = set.add(children::headless_service(store), owned).await? {
+                return Ok(Err(conflict(c)));
+            }
+            let client = match set.add(children::client_service(store), owned).await? {
+                Ok(s) => s,
+                Err(c) => return Ok(Err(conflict(c))),
+            };
+            let sts = children::statefulset(store, &managed, &hash);
+            if let Err(c) = set.add(sts, owned).await? {
+                return Ok(Err(conflict(c)));
+            }
+            if let Err(c) = set.add(children::network_policy(store), owned).await? {
+                return Ok(Err(conflict(c)));
+            }
             let cluster_ip = client
                 .spec
                 .and_then(|s| s.cluster_ip)
@@ -489,53 +475,42 @@ async fn provision(
         }
         StoreMode::Cloudnativepg => {
             let Some(spec) = &store.spec.cloudnativepg else {
-                return Ok(Err(ConnProblem {
-                    reason: "InvalidSpec",
-                    message: "mode: cloudnativepg needs spec.cloudnativepg".into(),
-                }));
+                return Ok(Err(Problem::invalid_spec(
+                    "mode: cloudnativepg needs spec.cloudnativepg",
+                )));
             };
             let role = match target_on(children::PG_DATABASE) {
                 Ok(t) => t.agent_role,
-                Err(message) => {
-                    return Ok(Err(ConnProblem {
-                        reason: "InvalidSpec",
-                        message,
-                    }));
-                }
+                Err(message) => return Ok(Err(Problem::invalid_spec(message))),
             };
             // CloudNativePG reads the role's password from this Secret: it must exist first.
             ensure_agent_secret(&secrets, store, &role).await?;
-            let ar = children::cnpg_api_resource();
-            let clusters: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
             let cluster = children::cnpg_cluster(store, spec, &role);
-            let pp = kube::api::PatchParams::apply(m).force();
-            match clusters
-                .patch(
-                    &children::cnpg_cluster_name(name),
-                    &pp,
-                    &kube::api::Patch::Apply(&cluster),
-                )
+            let lifetime = children::data_lifetime(store);
+            match set
+                .add_dynamic(&children::cnpg_api_resource(), cluster, lifetime)
                 .await
             {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {
-                    return Ok(Err(ConnProblem {
-                        reason: "CloudNativePGNotInstalled",
-                        message: "the CloudNativePG operator is not installed (no clusters.postgresql.cnpg.io CRD): install it (https://cloudnative-pg.io/documentation/current/installation_upgrade/) or use mode: managed".into(),
-                    }));
+                Ok(Ok(_)) => {}
+                Ok(Err(c)) => return Ok(Err(conflict(c))),
+                Err(Error::Kube(kube::Error::Api(s))) if s.code == 404 => {
+                    return Ok(Err(Problem::new(
+                        "CloudNativePGNotInstalled",
+                        "the CloudNativePG operator is not installed (no clusters.postgresql.cnpg.io CRD): install it (https://cloudnative-pg.io/documentation/current/installation_upgrade/) or use mode: managed",
+                    )));
                 }
-                Err(e) => return Err(Error::Kube(e)),
+                Err(e) => return Err(e),
             }
             let app = children::cnpg_app_secret_name(name);
             match secrets.get_opt(&app).await? {
                 Some(s) => Ok(connection::from_cnpg_secret(&s)),
-                None => Ok(Err(ConnProblem {
-                    reason: "WaitingForDatabase",
-                    message: format!(
+                None => Ok(Err(Problem::new(
+                    "WaitingForDatabase",
+                    format!(
                         "waiting for CloudNativePG to create Cluster {} and its app Secret {app}",
                         children::cnpg_cluster_name(name)
                     ),
-                })),
+                ))),
             }
         }
     }
@@ -598,7 +573,7 @@ async fn write_status(
             ..
         } => Action::requeue(BUILD_POLL),
         Finding::Prepared { .. } => Action::requeue(Duration::from_secs(60)),
-        Finding::Invalid { .. } => Action::await_change(),
+        Finding::Invalid(_) => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(15)),
     };
     let old = store.status.clone().unwrap_or_default();

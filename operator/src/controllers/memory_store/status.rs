@@ -2,6 +2,7 @@
 
 use crate::{
     conditions::Desired,
+    controller::Problem,
     memory::{
         ddl::{StoreLayout, operator_class},
         schema::Prepared,
@@ -18,9 +19,9 @@ pub const READY: &str = "Ready";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {
     /// The spec cannot be used.
-    Invalid { reason: String, message: String },
+    Invalid(Problem),
     /// No usable connection yet (secret missing, CloudNativePG absent, unreachable, …).
-    NotConnected { reason: String, message: String },
+    NotConnected(Problem),
     /// Connected, but claiming the schema, migrating, the per-store DDL or the agents' role
     /// failed (`reason` is the memory layer's label).
     SchemaFailed {
@@ -64,18 +65,14 @@ fn index_text(layout: &StoreLayout) -> String {
 /// The conditions for a finding.
 pub fn conditions(f: &Finding) -> Vec<Desired> {
     match f {
-        Finding::Invalid { reason, message } => vec![
-            Desired::unknown(
-                DATABASE_READY,
-                reason.clone(),
-                "spec is invalid; not provisioned",
-            ),
-            Desired::unknown(SCHEMA_READY, reason.clone(), "spec is invalid"),
-            Desired::unknown(INDEX_READY, reason.clone(), "spec is invalid"),
-            Desired::false_(READY, reason.clone(), message.clone()),
+        Finding::Invalid(Problem { reason, message }) => vec![
+            Desired::unknown(DATABASE_READY, *reason, "spec is invalid; not provisioned"),
+            Desired::unknown(SCHEMA_READY, *reason, "spec is invalid"),
+            Desired::unknown(INDEX_READY, *reason, "spec is invalid"),
+            Desired::false_(READY, *reason, message.clone()),
         ],
-        Finding::NotConnected { reason, message } => vec![
-            Desired::false_(DATABASE_READY, reason.clone(), message.clone()),
+        Finding::NotConnected(Problem { reason, message }) => vec![
+            Desired::false_(DATABASE_READY, *reason, message.clone()),
             Desired::unknown(
                 SCHEMA_READY,
                 "WaitingForDatabase",
@@ -86,7 +83,7 @@ pub fn conditions(f: &Finding) -> Vec<Desired> {
                 "WaitingForDatabase",
                 "waiting for the database",
             ),
-            Desired::false_(READY, reason.clone(), message.clone()),
+            Desired::false_(READY, *reason, message.clone()),
         ],
         Finding::SchemaFailed {
             endpoint,
@@ -281,10 +278,10 @@ mod tests {
 
     #[test]
     fn unreachable_database_says_why() {
-        let c = conditions(&Finding::NotConnected {
-            reason: "DatabaseUnreachable".into(),
-            message: "cannot reach m.ns.svc:5432/memory".into(),
-        });
+        let c = conditions(&Finding::NotConnected(Problem::new(
+            "DatabaseUnreachable",
+            "cannot reach m.ns.svc:5432/memory",
+        )));
         assert_eq!(get(&c, DATABASE_READY).reason, "DatabaseUnreachable");
         assert_eq!(get(&c, READY).status, crate::conditions::Status::False);
     }

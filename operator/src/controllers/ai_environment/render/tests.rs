@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, path::PathBuf};
 
 use super::*;
 use crate::api::{common::SecretKeyRef, llm_profile::Auth};
+use crate::controllers::llm_profile::endpoints;
 
 const KEY: &str = "sk-golden-SECRET-0001";
 
@@ -53,6 +54,9 @@ maxRetries: 0
             r#"
 provider: openaiCompatible
 baseUrl: https://gateway.example.com/v1
+endpoints:
+  anthropic: {baseUrl: https://gateway.example.com}
+  openai: {baseUrl: https://gateway.example.com/v1, responses: true}
 model: my "quoted" model\with-backslash
 auth: {secretRef: {name: gw, key: token}}
 headers: {X-Team: "agents \"blue\"", X-Route: "a\\b"}
@@ -78,7 +82,7 @@ fn key_for(p: &LlmProfileSpec) -> Option<&'static str> {
         .map(|_| KEY)
 }
 
-fn render_one(h: Harness, provider: &str) -> Rendered {
+fn render_one(h: Harness, provider: &str) -> Result<Rendered, Problem> {
     let p = profile(provider);
     render(&Input {
         profile_name: provider,
@@ -88,7 +92,13 @@ fn render_one(h: Harness, provider: &str) -> Rendered {
     })
 }
 
-fn as_golden(r: &Rendered) -> String {
+/// A rendering, or why the harness cannot use the profile (also a golden file: what a user of
+/// that pair reads).
+fn as_golden(r: &Result<Rendered, Problem>) -> String {
+    let r = match r {
+        Ok(r) => r,
+        Err(p) => return format!("=== {} ===\n{}\n", p.reason, p.message),
+    };
     let mut out = String::new();
     for (k, v) in &r.data {
         out.push_str(&format!("--- {k} ---\n{v}"));
@@ -131,70 +141,134 @@ fn golden_files_match() {
 
 #[test]
 fn json_and_toml_parse_and_say_what_the_issue_asks() {
-    for provider in PROVIDERS {
-        let p = profile(provider);
-        let r = render(&Input {
-            profile_name: provider,
-            profile: &p,
-            key: key_for(&p),
-            harnesses: &[
-                Harness::ClaudeCode,
-                Harness::Codex,
-                Harness::QwenCode,
-                Harness::Generic,
-            ],
-        });
-        let claude: serde_json::Value = serde_json::from_str(&r.data[CLAUDE_SETTINGS]).unwrap();
-        // The settings file's env block must agree with the environment variables.
-        for (k, v) in claude["env"].as_object().unwrap() {
-            assert_eq!(
-                r.data.get(k).map(String::as_str),
-                v.as_str(),
-                "{provider} {k}"
-            );
-        }
-        assert_eq!(
-            claude["env"]["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"],
-            "1"
-        );
-
-        let qwen: serde_json::Value = serde_json::from_str(&r.data[QWEN_SETTINGS]).unwrap();
-        assert_eq!(qwen["model"]["name"], p.model.as_str());
-        assert_eq!(qwen["privacy"]["usageStatisticsEnabled"], false);
-        assert_eq!(r.data["QWEN_USAGE_STATISTICS_ENABLED"], "false");
-
-        let codex: toml::Table = r.data[CODEX_CONFIG].parse().unwrap();
-        assert_eq!(codex["model"].as_str(), Some(p.model.as_str()));
-        assert_eq!(codex["model_provider"].as_str(), Some(CODEX_PROVIDER_ID));
-        let block = &codex["model_providers"][CODEX_PROVIDER_ID];
-        assert_eq!(block["base_url"].as_str(), Some(p.base_url.as_str()));
-        assert_eq!(block["wire_api"].as_str(), Some("responses"));
-        assert_eq!(
-            block["stream_idle_timeout_ms"].as_integer(),
-            Some(i64::from(p.timeout_seconds) * 1000)
-        );
-        assert_eq!(
-            block["request_max_retries"].as_integer(),
-            Some(p.max_retries.into())
-        );
-        for (k, v) in &p.headers {
-            assert_eq!(block["http_headers"][k].as_str(), Some(v.as_str()));
-        }
-        match key_for(&p) {
-            Some(_) => {
-                assert_eq!(block["env_key"].as_str(), Some(CODEX_KEY_ENV));
-                assert_eq!(r.data[CODEX_KEY_ENV], KEY);
-            }
-            None => assert!(block.get("env_key").is_none()),
-        }
-        assert_eq!(codex["analytics"]["enabled"].as_bool(), Some(false));
-        assert_eq!(codex["otel"]["metrics_exporter"].as_str(), Some("none"));
-        assert_eq!(codex["features"]["plugins"].as_bool(), Some(false));
-
-        assert_eq!(r.data[PROFILE_ENV], provider);
-        assert_eq!(r.data["OPENAI_BASE_URL"], p.base_url);
-        assert_eq!(r.data["OPENAI_MODEL"], p.model);
+    // The gateway offers both protocols, so all four harnesses render from one profile.
+    let provider = "openaiCompatible";
+    let p = profile(provider);
+    let offered = endpoints::resolve(&p);
+    let (root, base) = (
+        offered.anthropic.clone().unwrap(),
+        offered.openai.clone().unwrap().base_url,
+    );
+    let r = render(&Input {
+        profile_name: provider,
+        profile: &p,
+        key: key_for(&p),
+        harnesses: &[
+            Harness::ClaudeCode,
+            Harness::Codex,
+            Harness::QwenCode,
+            Harness::Generic,
+        ],
+    })
+    .unwrap();
+    let claude: serde_json::Value = serde_json::from_str(&r.data[CLAUDE_SETTINGS]).unwrap();
+    // The settings file's env block must agree with the environment variables.
+    for (k, v) in claude["env"].as_object().unwrap() {
+        assert_eq!(r.data.get(k).map(String::as_str), v.as_str(), "{k}");
     }
+    assert_eq!(
+        claude["env"]["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"],
+        "1"
+    );
+    // Each harness gets the endpoint of its protocol.
+    assert_eq!(r.data["ANTHROPIC_BASE_URL"], root);
+    assert_eq!(r.data["OPENAI_BASE_URL"], base);
+
+    let qwen: serde_json::Value = serde_json::from_str(&r.data[QWEN_SETTINGS]).unwrap();
+    assert_eq!(qwen["model"]["name"], p.model.as_str());
+    assert_eq!(qwen["privacy"]["usageStatisticsEnabled"], false);
+    assert_eq!(r.data["QWEN_USAGE_STATISTICS_ENABLED"], "false");
+
+    let codex: toml::Table = r.data[CODEX_CONFIG].parse().unwrap();
+    assert_eq!(codex["model"].as_str(), Some(p.model.as_str()));
+    assert_eq!(codex["model_provider"].as_str(), Some(CODEX_PROVIDER_ID));
+    let block = &codex["model_providers"][CODEX_PROVIDER_ID];
+    assert_eq!(block["base_url"].as_str(), Some(base.as_str()));
+    assert_eq!(block["wire_api"].as_str(), Some("responses"));
+    assert_eq!(
+        block["stream_idle_timeout_ms"].as_integer(),
+        Some(i64::from(p.timeout_seconds) * 1000)
+    );
+    assert_eq!(
+        block["request_max_retries"].as_integer(),
+        Some(p.max_retries.into())
+    );
+    for (k, v) in &p.headers {
+        assert_eq!(block["http_headers"][k].as_str(), Some(v.as_str()));
+    }
+    assert_eq!(block["env_key"].as_str(), Some(CODEX_KEY_ENV));
+    assert_eq!(r.data[CODEX_KEY_ENV], KEY);
+    assert_eq!(codex["analytics"]["enabled"].as_bool(), Some(false));
+    assert_eq!(codex["otel"]["metrics_exporter"].as_str(), Some("none"));
+    assert_eq!(codex["features"]["plugins"].as_bool(), Some(false));
+
+    assert_eq!(r.data[PROFILE_ENV], provider);
+    assert_eq!(r.data["OPENAI_MODEL"], p.model);
+}
+
+#[test]
+fn a_harness_without_its_protocol_is_refused_by_name() {
+    let anthropic_only = profile("anthropic");
+    let e = render(&Input {
+        profile_name: "a",
+        profile: &anthropic_only,
+        key: Some(KEY),
+        harnesses: &[Harness::ClaudeCode, Harness::Codex],
+    })
+    .unwrap_err();
+    assert_eq!(e.reason, "HarnessUnsupported");
+    assert!(
+        e.message.contains("codex") && e.message.contains("endpoints.openai"),
+        "{}",
+        e.message
+    );
+    // Chat-only OpenAI endpoints cannot serve Codex (it speaks only the Responses API).
+    let qwen = profile("qwen");
+    let e = render(&Input {
+        profile_name: "q",
+        profile: &qwen,
+        key: Some(KEY),
+        harnesses: &[Harness::Codex],
+    })
+    .unwrap_err();
+    assert!(
+        e.message.contains("endpoints.openai.responses: true"),
+        "{}",
+        e.message
+    );
+    // Qwen Code falls back to its Anthropic mode.
+    let r = render(&Input {
+        profile_name: "a",
+        profile: &anthropic_only,
+        key: Some(KEY),
+        harnesses: &[Harness::QwenCode],
+    })
+    .unwrap();
+    assert_eq!(r.data["ANTHROPIC_BASE_URL"], "https://api.anthropic.com");
+    assert_eq!(r.data["ANTHROPIC_API_KEY"], KEY);
+    assert!(!r.data.contains_key("OPENAI_BASE_URL"));
+}
+
+#[test]
+fn a_keyless_profile_gives_claude_code_a_placeholder_token() {
+    let p = profile("ollama");
+    let r = render(&Input {
+        profile_name: "o",
+        profile: &p,
+        key: None,
+        harnesses: &[Harness::ClaudeCode, Harness::Generic],
+    })
+    .unwrap();
+    assert_eq!(r.data["ANTHROPIC_AUTH_TOKEN"], NO_KEY_PLACEHOLDER);
+    assert_eq!(
+        r.data["ANTHROPIC_BASE_URL"],
+        "http://ollama.models.svc:11434"
+    );
+    assert_eq!(
+        r.data["OPENAI_BASE_URL"],
+        "http://ollama.models.svc:11434/v1"
+    );
+    assert_eq!(r.data["OPENAI_API_KEY"], NO_KEY_PLACEHOLDER);
 }
 
 #[test]
@@ -207,6 +281,7 @@ fn claude_gets_exactly_one_key_variable_by_header_style() {
             key: Some(KEY),
             harnesses: &[Harness::ClaudeCode],
         })
+        .unwrap()
     };
     let r = one(&p);
     assert_eq!(r.data["ANTHROPIC_API_KEY"], KEY);
@@ -240,12 +315,13 @@ fn hash_is_stable_and_moves_with_key_model_and_profile() {
         key: Some("k1"),
         harnesses: &[Harness::Generic, Harness::Codex],
     };
-    let a = render(&base);
+    let a = render(&base).unwrap();
     // Harness order and duplicates do not matter.
     let b = render(&Input {
         harnesses: &[Harness::Codex, Harness::Generic, Harness::Codex],
         ..base
-    });
+    })
+    .unwrap();
     assert_eq!(a, b);
     assert_ne!(
         a.hash,
@@ -253,6 +329,7 @@ fn hash_is_stable_and_moves_with_key_model_and_profile() {
             key: Some("k2"),
             ..base
         })
+        .unwrap()
         .hash
     );
     assert_ne!(
@@ -261,6 +338,7 @@ fn hash_is_stable_and_moves_with_key_model_and_profile() {
             profile_name: "q",
             ..base
         })
+        .unwrap()
         .hash
     );
     let mut p2 = p.clone();
@@ -271,6 +349,7 @@ fn hash_is_stable_and_moves_with_key_model_and_profile() {
             profile: &p2,
             ..base
         })
+        .unwrap()
         .hash
     );
     assert_eq!(a.hash.len(), 64);
@@ -284,7 +363,8 @@ fn debug_output_never_shows_values() {
         profile: &p,
         key: Some(KEY),
         harnesses: &[Harness::Generic],
-    });
+    })
+    .unwrap();
     assert!(!format!("{r:?}").contains(KEY));
 }
 
@@ -297,6 +377,7 @@ fn rendered_variables_beat_the_profile_env() {
         profile: &p,
         key: Some(KEY),
         harnesses: &[Harness::Generic],
-    });
+    })
+    .unwrap();
     assert_eq!(r.data["OPENAI_MODEL"], "gpt-5");
 }

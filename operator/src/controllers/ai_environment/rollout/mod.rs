@@ -1,5 +1,9 @@
-//! Rollout planning: which selected workloads get the new config hash now. Pure; the patch itself
-//! is in `workloads.rs`.
+//! Rollout planning: which selected workloads get the new config hash now (`plan`), and what
+//! the patches' outcome means for status, Events and the next look (`decide`). Pure; the patch
+//! itself is in `workloads.rs`.
+
+mod decide;
+pub use decide::{Announcement, Decision, PatchOutcome, Retry, decide, names};
 
 use std::time::Duration;
 
