@@ -16,6 +16,8 @@ POD_CIDR=10.244.0.0/24
 NODE_IP=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16
 STORAGE_CLASS=aienv-local
+# Which state dir's node holds the machine-wide parts (see claim_node).
+NODE_OWNER="${AIENV_NODE_OWNER:-/run/aienv-testenv-node}"
 NODE_SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables
   net.bridge.bridge-nf-call-ip6tables vm.overcommit_memory kernel.panic kernel.panic_on_oops)
 NODE_SERVICES=(containerd kubelet kube-scheduler kube-proxy coredns local-provisioner)
@@ -323,9 +325,42 @@ node_ready() {
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 
+# The state dir of the node running on this machine, empty when none: the owner file, or, for a
+# node started by a script that wrote none, the path in kube-proxy's command line.
+running_node_state() {
+  local owner
+  owner="$(cat "$NODE_OWNER" 2>/dev/null || true)"
+  if [[ -n $owner && -d $owner/node ]]; then
+    echo "$owner"
+    return
+  fi
+  pgrep -af 'kube-proxy --config=' | sed -n 's|.*--config=\(.*\)/node/kube-proxy\.yaml.*|\1|p' | head -1
+}
+
+# One node per machine: the bridge, its pod addresses, CoreDNS on NODE_IP, the kubepods cgroups
+# and kube-proxy's iptables chains are machine-wide, and a second node would silently break the
+# first one's pod networking (a ClusterIP that times out). Another checkout's node goes first.
+claim_node() {
+  local other
+  other="$(running_node_state)"
+  if [[ -n $other && $other != "$STATE" ]]; then
+    log "stopping the test environment at $other first: one node per machine ($BRIDGE, pod addresses and kube-proxy's iptables rules are shared)"
+    AIENV_TESTENV_DIR="$other" "$ROOT/scripts/testenv" down || die "could not stop the test environment at $other"
+  fi
+  echo "$STATE" >"$NODE_OWNER"
+}
+
+# Does this state dir's node hold the machine-wide parts? (No owner: an older script's node.)
+node_owned() {
+  local owner
+  owner="$(cat "$NODE_OWNER" 2>/dev/null || true)"
+  [[ -z $owner || $owner == "$STATE" ]]
+}
+
 # node_up API_URL: everything a pod needs, after the control plane is up.
 node_up() {
   log "starting the node: containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS, provisioner"
+  claim_node
   record_host_settings
   setup_pod_network
   start_containerd
@@ -339,18 +374,23 @@ node_up() {
 # Stops pods first (their processes live in the kubepods cgroups, not under a process we started),
 # then the node's processes, then undoes mounts, network namespaces, the bridge and host settings.
 node_down() {
-  local s pids cg ns mp
+  local s pids cg ns mp owned=1
+  node_owned || owned=0
   for s in local-provisioner coredns kube-proxy kube-scheduler kubelet; do stop_pid "$s"; done
-  for cg in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/freezer/kubepods; do
-    [[ -d $cg ]] || continue
-    for _ in 1 2 3; do
-      pids="$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
-      [[ -z $pids ]] && break
-      # shellcheck disable=SC2086
-      kill -KILL $pids 2>/dev/null || true
-      sleep 0.3
+  # The kubepods cgroups, the netns list, the bridge and the host settings are the owner's.
+  [[ $owned == 1 ]] || log "the node at $(cat "$NODE_OWNER") holds the bridge and host settings: left alone"
+  if [[ $owned == 1 ]]; then
+    for cg in /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/freezer/kubepods; do
+      [[ -d $cg ]] || continue
+      for _ in 1 2 3; do
+        pids="$(find "$cg" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)"
+        [[ -z $pids ]] && break
+        # shellcheck disable=SC2086
+        kill -KILL $pids 2>/dev/null || true
+        sleep 0.3
+      done
     done
-  done
+  fi
   pids="$(pgrep -f "containerd-shim.*-address $STATE/containerd/containerd.sock" || true)"
   # shellcheck disable=SC2086
   [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
@@ -359,16 +399,18 @@ node_down() {
   awk -v p="$STATE/" 'index($5, p) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r mp; do
     umount -l "$mp" 2>/dev/null || true
   done
-  if [[ -f $STATE/node/host/netns ]]; then
+  if [[ $owned == 1 && -f $STATE/node/host/netns ]]; then
     for ns in $(ls /var/run/netns 2>/dev/null); do
       [[ $ns == cni-* ]] && ! grep -qx "$ns" "$STATE/node/host/netns" && ip netns del "$ns" 2>/dev/null
     done
   fi
+  [[ $owned == 1 ]] || return 0
   for cg in /sys/fs/cgroup/*/kubepods; do
     [[ -d $cg ]] && find "$cg" -depth -type d -exec rmdir {} + 2>/dev/null
   done
   teardown_pod_network
   restore_host_settings
+  rm -f "$NODE_OWNER"
 }
 
 node_status() {
