@@ -20,9 +20,9 @@ STORAGE_CLASS=aienv-local
 NODE_OWNER="${AIENV_NODE_OWNER:-/run/aienv-testenv-node}"
 NODE_SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables
   net.bridge.bridge-nf-call-ip6tables vm.overcommit_memory kernel.panic kernel.panic_on_oops)
-NODE_SERVICES=(containerd kubelet kube-scheduler kube-proxy coredns local-provisioner)
+NODE_SERVICES=(containerd kubelet kube-scheduler kube-proxy coredns local-provisioner apiserver-relay)
 PROC_MATCH+=([containerd]=containerd [kubelet]=kubelet [kube-scheduler]=kube-scheduler
-  [kube-proxy]=kube-proxy [coredns]=coredns [local-provisioner]=local-provisioner)
+  [kube-proxy]=kube-proxy [coredns]=coredns [local-provisioner]=local-provisioner [apiserver-relay]=socat)
 
 # AIENV_NODE=0 keeps the pod-less mode (no root needed): control plane, PostgreSQL, S3, GCS only.
 node_enabled() { [[ ${AIENV_NODE:-1} != 0 ]]; }
@@ -38,6 +38,7 @@ ensure_node_tools() {
   need_cmd debootstrap debootstrap
   need_cmd umoci umoci
   need_cmd skopeo skopeo
+  need_cmd socat socat
 }
 
 ctr_() { ctr --address "$STATE/containerd/containerd.sock" --namespace k8s.io "$@"; }
@@ -320,6 +321,29 @@ volumeBindingMode: WaitForFirstConsumer
 EOF
 }
 
+# Pods reach the API server as in any cluster, through the `kubernetes` Service (10.96.0.1:443,
+# which the serving certificate names). The API server listens on loopback only and loopback is no
+# valid endpoint, so socat relays NODE_IP:PORT to it and the Service's EndpointSlice names that
+# (the API server's endpoint reconciler is off).
+start_apiserver_route() {
+  local port="${1##*:}"
+  start_bg apiserver-relay socat "TCP-LISTEN:$port,bind=$NODE_IP,fork,reuseaddr" "TCP:127.0.0.1:$port"
+  "$KBIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes
+  namespace: default
+  labels: {kubernetes.io/service-name: kubernetes}
+addressType: IPv4
+endpoints:
+  - addresses: [$NODE_IP]
+    conditions: {ready: true}
+ports:
+  - {name: https, port: $port, protocol: TCP}
+EOF
+}
+
 node_ready() {
   "$KBIN/kubectl" --kubeconfig "$STATE/kubeconfig" get node "$NODE_NAME" \
     -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
@@ -369,6 +393,7 @@ node_up() {
   node_image postgres
   start_kubelet "$1"
   start_node_services
+  start_apiserver_route "$1"
   wait_until kubelet node_ready
 }
 
@@ -377,7 +402,7 @@ node_up() {
 node_down() {
   local s pids cg ns mp owned=1
   node_owned || owned=0
-  for s in local-provisioner coredns kube-proxy kube-scheduler kubelet; do stop_pid "$s"; done
+  for s in apiserver-relay local-provisioner coredns kube-proxy kube-scheduler kubelet; do stop_pid "$s"; done
   # The kubepods cgroups, the netns list, the bridge and the host settings are the owner's.
   [[ $owned == 1 ]] || log "the node at $(cat "$NODE_OWNER") holds the bridge and host settings: left alone"
   if [[ $owned == 1 ]]; then
