@@ -334,7 +334,8 @@ running_node_state() {
     echo "$owner"
     return
   fi
-  pgrep -af 'kube-proxy --config=' | sed -n 's|.*--config=\(.*\)/node/kube-proxy\.yaml.*|\1|p' | head -1
+  # No kube-proxy running is the usual answer, not an error (pgrep exits 1).
+  { pgrep -af 'kube-proxy --config=' || true; } | sed -n 's|.*--config=\(.*\)/node/kube-proxy\.yaml.*|\1|p' | head -1
 }
 
 # One node per machine: the bridge, its pod addresses, CoreDNS on NODE_IP, the kubepods cgroups
