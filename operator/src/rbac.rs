@@ -379,4 +379,25 @@ mod tests {
             namespaced_rules().len() + cluster_scoped_rules().len()
         );
     }
+
+    /// The chart's `files/rbac/` is what `aienv rbac --write` makes of this table today.
+    #[test]
+    fn the_charts_rule_files_are_generated_from_this_table() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/aienv-operator/files/rbac");
+        let mut committed: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        committed.sort();
+        let mut expected: Vec<String> = files().iter().map(|(n, _)| n.to_string()).collect();
+        expected.sort();
+        assert_eq!(committed, expected, "files in {}", dir.display());
+        for (name, rules) in files() {
+            let on_disk = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert!(
+                on_disk == to_yaml(rules).unwrap(),
+                "{name} differs from the code's rules: run `aienv rbac --write charts/aienv-operator/files/rbac`"
+            );
+        }
+    }
 }
