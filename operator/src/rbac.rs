@@ -362,7 +362,12 @@ mod tests {
             );
         }
         // Each of the four kinds writes its status.
-        for kind in ["llmprofiles", "aienvironments", "memorystores", "backupschedules"] {
+        for kind in [
+            "llmprofiles",
+            "aienvironments",
+            "memorystores",
+            "backupschedules",
+        ] {
             let s = format!("{kind}/status");
             assert!(NAMESPACED.iter().any(|r| r.resource == s), "{s}");
         }
@@ -383,7 +388,8 @@ mod tests {
     /// The chart's `files/rbac/` is what `aienv rbac --write` makes of this table today.
     #[test]
     fn the_charts_rule_files_are_generated_from_this_table() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/aienv-operator/files/rbac");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../charts/aienv-operator/files/rbac");
         let mut committed: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -399,5 +405,101 @@ mod tests {
                 "{name} differs from the code's rules: run `aienv rbac --write charts/aienv-operator/files/rbac`"
             );
         }
+    }
+
+    /// The calls the code makes, listed by call site independently of the table: each is
+    /// granted (a rule that disappears fails here), and the table grants nothing else.
+    #[test]
+    fn every_call_the_code_makes_is_granted_and_nothing_else() {
+        const A: &str = AIENV;
+        let calls: &[(&str, &str, &[&str])] = &[
+            // Controllers and reflectors (controllers/*/mod.rs) list and watch their kinds.
+            (A, "llmprofiles", &["list", "watch"]),
+            (A, "aienvironments", &["list", "watch"]),
+            (A, "backupschedules", &["list", "watch"]),
+            // MemoryStore: watched; get in deletion.rs and memory.rs; finalizer merge patch.
+            (A, "memorystores", &["get", "list", "watch", "patch"]),
+            // controller/status.rs: server-side apply of /status.
+            (A, "llmprofiles/status", &["patch"]),
+            (A, "aienvironments/status", &["patch"]),
+            (A, "memorystores/status", &["patch"]),
+            (A, "backupschedules/status", &["patch"]),
+            // ChildSet children carry blockOwnerDeletion.
+            (A, "aienvironments/finalizers", &["update"]),
+            (A, "memorystores/finalizers", &["update"]),
+            (A, "backupschedules/finalizers", &["update"]),
+            // controller/shared.rs watch; resolve get_opt; ChildSet; apply::create_if_absent.
+            (
+                "",
+                "secrets",
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            // MemoryStore .owns(Service) and ChildSet.
+            (
+                "",
+                "services",
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            // memory_store/deletion.rs delete_data_volumes.
+            ("", "persistentvolumeclaims", &["list", "delete"]),
+            // backup_schedule/resolve.rs newest_pod.
+            ("", "pods", &["list"]),
+            // shared.rs watch; workloads.rs get_opt then apply with a precondition.
+            ("apps", "deployments", &["get", "list", "watch", "patch"]),
+            (
+                "apps",
+                "statefulsets",
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            // BackupSchedule .owns(CronJob), .watches(Job); ChildSet.
+            (
+                "batch",
+                "cronjobs",
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            (
+                "batch",
+                "jobs",
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            (
+                "networking.k8s.io",
+                "networkpolicies",
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            // ChildSet::add_dynamic (not watched).
+            (
+                "postgresql.cnpg.io",
+                "clusters",
+                &["get", "list", "create", "patch", "delete"],
+            ),
+            // controller/events.rs: create, then patch the series.
+            ("events.k8s.io", "events", &["create", "patch"]),
+            // runtime/crds.rs.
+            (
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                &["get"],
+            ),
+            // runtime/leader.rs.
+            ("coordination.k8s.io", "leases", &["get", "create", "patch"]),
+        ];
+        let needed: BTreeSet<(&str, &str, &str)> = calls
+            .iter()
+            .flat_map(|(g, r, vs)| vs.iter().map(move |v| (*g, *r, *v)))
+            .collect();
+        let granted: BTreeSet<(&str, &str, &str)> = all()
+            .flat_map(|r| r.verbs.iter().map(move |v| (r.group, r.resource, *v)))
+            .collect();
+        assert_eq!(
+            needed.difference(&granted).collect::<Vec<_>>(),
+            Vec::<&(&str, &str, &str)>::new(),
+            "needed but not granted"
+        );
+        assert_eq!(
+            granted.difference(&needed).collect::<Vec<_>>(),
+            Vec::<&(&str, &str, &str)>::new(),
+            "granted but not used"
+        );
     }
 }

@@ -57,7 +57,10 @@ pub fn template(release: &str, namespace: &str, args: &[&str]) -> Result<String>
     all.extend_from_slice(args);
     let out = helm(&all)?;
     if !out.status.success() {
-        bail!("helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "helm template failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8(out.stdout)?)
 }

@@ -42,8 +42,8 @@ fn kinds(objs: &[Value]) -> BTreeSet<String> {
 }
 
 fn container(objs: &[Value]) -> &Value {
-    &find(objs, "Deployment", FULLNAME).expect("the Deployment")["spec"]["template"]["spec"]
-        ["containers"][0]
+    &find(objs, "Deployment", FULLNAME).expect("the Deployment")["spec"]["template"]["spec"]["containers"]
+        [0]
 }
 
 fn env_value<'a>(c: &'a Value, name: &str) -> Option<&'a str> {
@@ -184,7 +184,10 @@ fn the_deployment_speaks_the_operators_cli_and_probes_what_it_serves() -> Result
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], port_name);
     let served = std::fs::read_to_string(workspace_root().join("operator/src/runtime/http.rs"))?;
     for path in ["\"/healthz\"", "\"/readyz\"", "\"/metrics\""] {
-        assert!(served.contains(&format!(".route({path}")), "{path} is served");
+        assert!(
+            served.contains(&format!(".route({path}")),
+            "{path} is served"
+        );
     }
     let svc = find(&objs, "Service", &format!("{FULLNAME}-metrics")).context("Service")?;
     assert_eq!(svc["spec"]["ports"][0]["port"], 9191);
@@ -197,17 +200,24 @@ fn the_deployment_speaks_the_operators_cli_and_probes_what_it_serves() -> Result
 #[test]
 fn the_pods_run_restricted() -> Result<()> {
     let objs = render("aienv-system", &[])?;
-    let pod = &find(&objs, "Deployment", FULLNAME).context("Deployment")?["spec"]["template"]
-        ["spec"];
+    let pod =
+        &find(&objs, "Deployment", FULLNAME).context("Deployment")?["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
     let sc = &pod["containers"][0]["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(sc["runAsNonRoot"], true);
-    let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
-    assert_eq!(anti["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
     let sa = find(&objs, "ServiceAccount", FULLNAME).context("ServiceAccount")?;
     assert_eq!(sa["automountServiceAccountToken"], false);
     assert_eq!(pod["automountServiceAccountToken"], true);
@@ -217,8 +227,14 @@ fn the_pods_run_restricted() -> Result<()> {
 #[test]
 fn the_schema_rejects_bad_values_with_helms_message() -> Result<()> {
     let cases: &[(&[&str], &str)] = &[
-        (&["--set-string", "replicas=two"], "at '/replicas': got string, want integer"),
-        (&["--set", "replica=2"], "additional properties 'replica' not allowed"),
+        (
+            &["--set-string", "replicas=two"],
+            "at '/replicas': got string, want integer",
+        ),
+        (
+            &["--set", "replica=2"],
+            "additional properties 'replica' not allowed",
+        ),
         (
             &["--set", "securityContext.allowPrivilegeEscalation=true"],
             "at '/securityContext/allowPrivilegeEscalation': value must be false",
@@ -227,7 +243,10 @@ fn the_schema_rejects_bad_values_with_helms_message() -> Result<()> {
             &["--set", "podSecurityContext.runAsNonRoot=false"],
             "at '/podSecurityContext/runAsNonRoot': value must be true",
         ),
-        (&["--set", "image.pullPolicy=Sometimes"], "at '/image/pullPolicy'"),
+        (
+            &["--set", "image.pullPolicy=Sometimes"],
+            "at '/image/pullPolicy'",
+        ),
         (&["--set", "watchNamespace=Team_A"], "at '/watchNamespace'"),
     ];
     for (args, message) in cases {
@@ -236,7 +255,8 @@ fn the_schema_rejects_bad_values_with_helms_message() -> Result<()> {
             .with_context(|| format!("{args:?} was accepted"))?;
         let text = err.to_string();
         assert!(
-            text.contains("values don't meet the specifications of the schema") && text.contains(message),
+            text.contains("values don't meet the specifications of the schema")
+                && text.contains(message),
             "{args:?}: {text}"
         );
     }
@@ -357,7 +377,10 @@ fn the_charts_crds_are_the_repositorys() -> Result<()> {
     let names = |f: &[(String, String)]| f.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(&copy), names(&source));
     for ((name, a), (_, b)) in source.iter().zip(&copy) {
-        assert!(a == b, "charts/aienv-operator/crds/{name} differs from crds/{name}: copy it again");
+        assert!(
+            a == b,
+            "charts/aienv-operator/crds/{name} differs from crds/{name}: copy it again"
+        );
     }
     // Helm ships them: --include-crds renders the four CRDs.
     let with = objects(&template(RELEASE, "aienv-system", &["--include-crds"])?)?;
