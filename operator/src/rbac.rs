@@ -412,6 +412,8 @@ mod tests {
     #[test]
     fn every_call_the_code_makes_is_granted_and_nothing_else() {
         const A: &str = AIENV;
+        // A watched kind the code also applies as children (ChildSet) and reads by name.
+        const OWNED: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
         let calls: &[(&str, &str, &[&str])] = &[
             // Controllers and reflectors (controllers/*/mod.rs) list and watch their kinds.
             (A, "llmprofiles", &["list", "watch"]),
@@ -429,44 +431,20 @@ mod tests {
             (A, "memorystores/finalizers", &["update"]),
             (A, "backupschedules/finalizers", &["update"]),
             // controller/shared.rs watch; resolve get_opt; ChildSet; apply::create_if_absent.
-            (
-                "",
-                "secrets",
-                &["get", "list", "watch", "create", "patch", "delete"],
-            ),
+            ("", "secrets", OWNED),
             // MemoryStore .owns(Service) and ChildSet.
-            (
-                "",
-                "services",
-                &["get", "list", "watch", "create", "patch", "delete"],
-            ),
+            ("", "services", OWNED),
             // memory_store/deletion.rs delete_data_volumes.
             ("", "persistentvolumeclaims", &["list", "delete"]),
             // backup_schedule/resolve.rs newest_pod.
             ("", "pods", &["list"]),
             // shared.rs watch; workloads.rs get_opt then apply with a precondition.
             ("apps", "deployments", &["get", "list", "watch", "patch"]),
-            (
-                "apps",
-                "statefulsets",
-                &["get", "list", "watch", "create", "patch", "delete"],
-            ),
+            ("apps", "statefulsets", OWNED),
             // BackupSchedule .owns(CronJob), .watches(Job); ChildSet.
-            (
-                "batch",
-                "cronjobs",
-                &["get", "list", "watch", "create", "patch", "delete"],
-            ),
-            (
-                "batch",
-                "jobs",
-                &["get", "list", "watch", "create", "patch", "delete"],
-            ),
-            (
-                "networking.k8s.io",
-                "networkpolicies",
-                &["get", "list", "watch", "create", "patch", "delete"],
-            ),
+            ("batch", "cronjobs", OWNED),
+            ("batch", "jobs", OWNED),
+            ("networking.k8s.io", "networkpolicies", OWNED),
             // ChildSet::add_dynamic (not watched).
             (
                 "postgresql.cnpg.io",
