@@ -451,3 +451,34 @@ fn the_api_server_accepts_the_rendered_manifests() -> Result<()> {
     }
     Ok(())
 }
+
+/// NOTES.txt (rendered by a client-only dry-run install: no cluster is contacted) names the real
+/// Deployment and Lease and says how CRDs are upgraded.
+#[test]
+fn the_notes_name_the_deployment_the_lease_and_the_crd_upgrade() -> Result<()> {
+    let chart = chart_dir();
+    let out = Command::new(aienv_tests::helm::helm_bin()?)
+        .args(["install", RELEASE])
+        .arg(&chart)
+        .args(["--namespace", "aienv-system", "--dry-run=client"])
+        .args(["--set", "watchNamespace=team-a"])
+        .env("KUBECONFIG", "/nonexistent")
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let notes = stdout.split("NOTES:").nth(1).context("NOTES")?;
+    for wanted in [
+        format!("rollout status deployment/{FULLNAME}"),
+        format!("get lease {}", aienv::runtime::DEFAULT_LEASE_NAME),
+        "kubectl apply --server-side --force-conflicts -f".to_string(),
+        "watches namespace team-a only".to_string(),
+        format!("{FULLNAME}-metrics.aienv-system:8080/metrics"),
+    ] {
+        assert!(notes.contains(&wanted), "{wanted:?} in {notes}");
+    }
+    Ok(())
+}
