@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -16,7 +17,15 @@ pub fn chart_dir() -> PathBuf {
 
 /// The `helm` binary: what `tools/helm/build.sh` prints (it builds Helm the first time), else
 /// `$AIENV_HELM` (the env file of `scripts/testenv` exports it).
+/// Looked up once per test process.
 pub fn helm_bin() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| find_helm().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn find_helm() -> Result<PathBuf> {
     let build = workspace_root().join("tools/helm/build.sh");
     let out = Command::new(&build).output();
     if let Ok(out) = &out
