@@ -64,14 +64,20 @@ pub fn template(release: &str, namespace: &str, args: &[&str]) -> Result<String>
     let chart = chart.to_str().context("chart path")?;
     let mut all = vec!["template", release, chart, "--namespace", namespace];
     all.extend_from_slice(args);
-    let out = helm(&all)?;
+    stdout_of("helm template", helm(&all)?)
+}
+
+/// The stdout of a command that succeeded, or an error with what it printed.
+pub fn stdout_of(what: &str, out: Output) -> Result<String> {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!(
-            "helm template failed: {}",
+            "{what} failed ({}): {stdout}{}",
+            out.status,
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(String::from_utf8(out.stdout)?)
+    Ok(stdout)
 }
 
 /// The objects of a rendered stream (documents that are only comments are left out).

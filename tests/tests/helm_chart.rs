@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use aienv::rbac;
 use aienv::runtime::OperatorArgs;
-use aienv_tests::helm::{chart_dir, find, helm, objects, template};
+use aienv_tests::helm::{chart_dir, find, helm, helm_bin, objects, stdout_of, template};
 use aienv_tests::testenv::{require_env, workspace_root};
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -61,12 +61,10 @@ fn helm_lint_strict_passes_with_defaults_and_with_every_option() -> Result<()> {
     for extra in [&[][..], ALL_ON, &["--set", "watchNamespace=team-a"]] {
         let mut args = vec!["lint", "--strict", chart];
         args.extend_from_slice(extra);
-        let out = helm(&args)?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = stdout_of(&format!("helm lint {extra:?}"), helm(&args)?)?;
         ensure!(
-            out.status.success() && stdout.contains("0 chart(s) failed"),
-            "helm lint {extra:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
+            stdout.contains("0 chart(s) failed"),
+            "helm lint {extra:?}: {stdout}"
         );
     }
     Ok(())
@@ -436,13 +434,10 @@ fn the_api_server_accepts_the_rendered_manifests() -> Result<()> {
             .take()
             .context("stdin")?
             .write_all(list.to_string().as_bytes())?;
-        let out = child.wait_with_output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        ensure!(
-            out.status.success(),
-            "{args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = stdout_of(
+            &format!("kubectl apply --dry-run=server {args:?}"),
+            child.wait_with_output()?,
+        )?;
         assert_eq!(
             stdout.matches("(server dry run)").count(),
             core.len(),
@@ -457,19 +452,14 @@ fn the_api_server_accepts_the_rendered_manifests() -> Result<()> {
 #[test]
 fn the_notes_name_the_deployment_the_lease_and_the_crd_upgrade() -> Result<()> {
     let chart = chart_dir();
-    let out = Command::new(aienv_tests::helm::helm_bin()?)
+    let out = Command::new(helm_bin()?)
         .args(["install", RELEASE])
         .arg(&chart)
         .args(["--namespace", "aienv-system", "--dry-run=client"])
         .args(["--set", "watchNamespace=team-a"])
         .env("KUBECONFIG", "/nonexistent")
         .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    ensure!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = stdout_of("helm install --dry-run=client", out)?;
     let notes = stdout.split("NOTES:").nth(1).context("NOTES")?;
     for wanted in [
         format!("rollout status deployment/{FULLNAME}"),
