@@ -472,3 +472,156 @@ fn the_notes_name_the_deployment_the_lease_and_the_crd_upgrade() -> Result<()> {
     }
     Ok(())
 }
+
+/// The controllers, given a client that impersonates the chart's ServiceAccount (with the chart's
+/// RBAC applied for real, `watchNamespace` mode), bring an environment and an external store to
+/// Ready, and no list, watch or write is refused.
+#[tokio::test]
+async fn the_controllers_work_under_exactly_the_charts_rbac() -> Result<()> {
+    use aienv_tests::{agents, operator, stores};
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let admin = env.kube_client().await?;
+    operator::install_crds(&admin).await?;
+    let ns = env.test_namespace(&admin, "aienv-chart-rbac").await?;
+    let name = ns.name().to_string();
+    let kubectl = |args: &[&str], stdin: Option<String>| -> Result<String> {
+        let mut child = Command::new(env.k8s_bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&env.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut input = child.stdin.take().context("stdin")?;
+        input.write_all(stdin.unwrap_or_default().as_bytes())?;
+        drop(input);
+        stdout_of(&format!("kubectl {args:?}"), child.wait_with_output()?)
+    };
+    // The chart's ServiceAccount and RBAC only; the release name makes the ClusterRole unique.
+    let objs = render(
+        &name,
+        &[
+            "--set",
+            &format!("watchNamespace={name}"),
+            "--set",
+            &format!("fullnameOverride={name}"),
+        ],
+    )?;
+    let rbac_objs: Vec<&Value> = objs
+        .iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        rbac_objs.len(),
+        7,
+        "SA, 2 Roles, 2 RoleBindings, ClusterRole(Binding)"
+    );
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": rbac_objs});
+    kubectl(&["apply", "-f", "-"], Some(list.to_string()))?;
+
+    // Errors, not panics, from here on: the ClusterRole is removed whatever happens.
+    let scenario = async {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&env.kubeconfig)?;
+        let mut config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        config.auth_info.impersonate = Some(format!("system:serviceaccount:{name}:{name}"));
+        config.auth_info.impersonate_groups = Some(vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{name}"),
+            "system:authenticated".into(),
+        ]);
+        let sa = kube::Client::try_from(config)?;
+        aienv::runtime::crds::wait_established(
+            &sa,
+            std::time::Duration::from_secs(30),
+            std::future::pending(),
+        )
+        .await?;
+        let ops = operator::start(&sa, &name, &operator::Which::ALL);
+        let db = env.test_database("aienv_chart_rbac").await?;
+        let run = async {
+            agents::put_key(&ns, "claude", "apiKey", "sk-test-chart-rbac").await?;
+            agents::apply_profile(
+                &ns,
+                "claude",
+                serde_json::json!({
+                    "provider": "anthropic", "model": "claude-sonnet-4-5",
+                    "endpoints": {"anthropic": {"baseUrl": "https://llm.example.com"}},
+                    "auth": {"secretRef": {"name": "claude", "key": "apiKey"}},
+                }),
+            )
+            .await?;
+            agents::create_deployment(&ns, "agent", &[("app", "agent")], 1).await?;
+            agents::apply_env(
+                &ns,
+                "dev",
+                serde_json::json!({
+                    "llm": {"profileRef": "claude", "harnesses": ["claudeCode"]},
+                    "agents": {"selector": {"matchLabels": {"app": "agent"}}},
+                }),
+            )
+            .await?;
+            agents::wait_env(&ns, "dev", "Ready", "True", "Ready").await?;
+            ensure!(
+                agents::deployment_hash(&ns, "agent").await?.is_some(),
+                "rolled"
+            );
+            stores::put_secret(&ns, "pg", &[("uri", &db.url)]).await?;
+            let api = ns.api();
+            stores::apply_store(
+                &api,
+                "mem",
+                serde_json::json!({"mode": "external",
+                    "external": {"connectionSecretRef": {"name": "pg", "key": "uri"}},
+                    "embedding": {"dimensions": 4}, "deletionPolicy": "Delete"}),
+            )
+            .await?;
+            stores::wait_condition(&api, "mem", "Ready", "True", "StoreReady").await?;
+            // Events were written (events.k8s.io create under the Role).
+            ensure!(!agents::events_text(&ns).await?.is_empty(), "no Events");
+            let m = &ops.ctx.metrics;
+            for c in [
+                "llmprofile",
+                "aienvironment",
+                "memorystore",
+                "backupschedule",
+            ] {
+                ensure!(
+                    m.watch_errors(c, "Forbidden") == 0,
+                    "{c} was refused a watch"
+                );
+                // A refused call fails the reconcile as a KubeError.
+                ensure!(m.failures(c, "KubeError") == 0, "{c} failed a call");
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        ops.stop().await;
+        db.cleanup().await?;
+        run
+    }
+    .await;
+    let cluster_wide = format!("clusterrole/{name}");
+    let binding = format!("clusterrolebinding/{name}");
+    kubectl(
+        &["delete", "--ignore-not-found", &cluster_wide, &binding],
+        None,
+    )?;
+    ns.cleanup().await?;
+    scenario
+}
