@@ -592,6 +592,59 @@ async fn the_controllers_work_under_exactly_the_charts_rbac() -> Result<()> {
             )
             .await?;
             stores::wait_condition(&api, "mem", "Ready", "True", "StoreReady").await?;
+            // A BackupSchedule: its CronJob is created (its pods would go nowhere: no node has
+            // the label).
+            stores::put_secret(
+                &ns,
+                "s3",
+                &[
+                    ("AWS_ACCESS_KEY_ID", &env.aws_access_key_id),
+                    ("AWS_SECRET_ACCESS_KEY", &env.aws_secret_access_key),
+                ],
+            )
+            .await?;
+            let schedules: kube::Api<aienv::api::backup_schedule::BackupSchedule> = ns.api();
+            agents::apply_json(
+                &schedules,
+                serde_json::json!({"apiVersion": "aienv.orchestr8.io/v1alpha1",
+                    "kind": "BackupSchedule", "metadata": {"name": "nightly"},
+                    "spec": {"memoryStoreRef": "mem", "schedule": "0 3 * * *",
+                        "destination": {"s3": {"bucket": "chart-rbac", "endpoint": env.s3_endpoint,
+                            "region": env.s3_region, "forcePathStyle": true,
+                            "credentialsSecretRef": {"name": "s3"}}},
+                        "nodeSelector": {"aienv.test/no-such-node": "true"}}}),
+            )
+            .await?;
+            let cron_jobs: kube::Api<k8s_openapi::api::batch::v1::CronJob> = ns.api();
+            aienv_tests::testenv::wait_for(
+                std::time::Duration::from_secs(60),
+                "the backup CronJob",
+                || async { Ok(cron_jobs.get_opt("nightly").await?) },
+            )
+            .await?;
+            // An immediate backup: the operator creates its Job.
+            use aienv::controllers::backup_schedule::{BACKUP_NOW_ANNOTATION, LABEL_SCHEDULE};
+            let now =
+                serde_json::json!({"metadata": {"annotations": {BACKUP_NOW_ANNOTATION: "t1"}}});
+            schedules
+                .patch(
+                    "nightly",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&now),
+                )
+                .await?;
+            let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> = ns.api();
+            let by_schedule =
+                kube::api::ListParams::default().labels(&format!("{LABEL_SCHEDULE}=nightly"));
+            aienv_tests::testenv::wait_for(
+                std::time::Duration::from_secs(60),
+                "the backup-now Job",
+                || async {
+                    let l = jobs.list(&by_schedule).await?;
+                    Ok((!l.items.is_empty()).then_some(()))
+                },
+            )
+            .await?;
             // Events were written (events.k8s.io create under the Role).
             ensure!(!agents::events_text(&ns).await?.is_empty(), "no Events");
             let m = &ops.ctx.metrics;
