@@ -41,6 +41,68 @@ where
     if res.is_err() {
         let o = api.get(name).await?;
         eprintln!("last conditions of {name}: {:#?}", o.conditions());
+        if let Some(ns) = kube::Resource::meta(&o).namespace.as_deref() {
+            print_namespace_state(api.clone().into_client(), ns).await;
+        }
     }
     res
+}
+
+/// What a failed wait needs for its post-mortem: the namespace's pods (phase, why a container
+/// waits or ended), its volume claims and its latest Events.
+pub async fn print_namespace_state(client: kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+    let lp = kube::api::ListParams::default();
+    if let Ok(pods) = Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await {
+        for p in pods {
+            let st = p.status.unwrap_or_default();
+            let containers: Vec<String> = st
+                .init_container_statuses
+                .into_iter()
+                .flatten()
+                .chain(st.container_statuses.into_iter().flatten())
+                .map(|c| {
+                    let state = c.state.unwrap_or_default();
+                    let why = state
+                        .waiting
+                        .map(|w| format!("waiting {}", w.reason.unwrap_or_default()))
+                        .or(state.terminated.map(|t| {
+                            format!("ended {} ({})", t.reason.unwrap_or_default(), t.exit_code)
+                        }))
+                        .unwrap_or_else(|| "running".into());
+                    format!("{}: {why}, ready={}", c.name, c.ready)
+                })
+                .collect();
+            eprintln!(
+                "pod {}: {} on {:?} ip {:?} [{}]",
+                p.metadata.name.unwrap_or_default(),
+                st.phase.unwrap_or_default(),
+                p.spec.and_then(|s| s.node_name),
+                st.pod_ip,
+                containers.join("; ")
+            );
+        }
+    }
+    if let Ok(pvcs) = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .list(&lp)
+        .await
+    {
+        for c in pvcs {
+            let phase = c.status.and_then(|s| s.phase).unwrap_or_default();
+            eprintln!("pvc {}: {phase}", c.metadata.name.unwrap_or_default());
+        }
+    }
+    if let Ok(events) = Api::<Event>::namespaced(client, ns).list(&lp).await {
+        let n = events.items.len();
+        for e in events.items.into_iter().skip(n.saturating_sub(25)) {
+            eprintln!(
+                "event {} {}/{}: {} {}",
+                e.type_.unwrap_or_default(),
+                e.involved_object.kind.unwrap_or_default(),
+                e.involved_object.name.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            );
+        }
+    }
 }
