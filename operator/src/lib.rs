@@ -10,6 +10,7 @@ pub mod crdgen;
 pub mod embed;
 pub mod memory;
 pub mod plugin;
+pub mod rbac;
 pub mod runtime;
 
 /// Install ring as the process-wide TLS crypto provider. kube and reqwest both use rustls; once a

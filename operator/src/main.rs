@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use aienv::{crdgen, runtime};
+use aienv::{crdgen, rbac, runtime};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -29,6 +29,14 @@ enum Command {
     /// Print the CRDs as YAML, or write one file per CRD into a directory.
     Crds {
         /// Write `<plural>.<group>.yaml` files here instead of printing.
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
+    /// Print the RBAC rules the operator needs (derived from the code), or write the chart's
+    /// rule files into a directory.
+    Rbac {
+        /// Write `namespaced-rules.yaml`, `cluster-scoped-rules.yaml` and `lease-rules.yaml` here
+        /// instead of printing (the chart's `files/rbac`).
         #[arg(long)]
         write: Option<PathBuf>,
     },
@@ -61,6 +69,19 @@ async fn main() -> anyhow::Result<()> {
             for crd in crdgen::all() {
                 let path = dir.join(crdgen::file_name(&crd));
                 std::fs::write(&path, crdgen::to_yaml(&crd)?)?;
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
+        }
+        Command::Rbac { write: None } => {
+            print!("{}", rbac::all_yaml()?);
+            Ok(())
+        }
+        Command::Rbac { write: Some(dir) } => {
+            std::fs::create_dir_all(&dir)?;
+            for (name, rules) in rbac::files() {
+                let path = dir.join(name);
+                std::fs::write(&path, rbac::to_yaml(rules)?)?;
                 eprintln!("wrote {}", path.display());
             }
             Ok(())

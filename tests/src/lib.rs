@@ -7,6 +7,7 @@ pub mod backups;
 pub mod conditions;
 pub mod embed_fixture;
 pub mod embed_server;
+pub mod helm;
 pub mod jobs;
 pub mod llm_server;
 pub mod operator;

@@ -22,6 +22,9 @@ use tracing::info;
 
 use crate::controller::{Context, clock::SystemClock, metrics::Metrics};
 
+/// The leader-election Lease's name unless `--leader-election-lease` says otherwise.
+pub const DEFAULT_LEASE_NAME: &str = "aienv-operator-leader";
+
 /// Settings of `aienv operator`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct OperatorArgs {
@@ -37,8 +40,8 @@ pub struct OperatorArgs {
     /// This replica's identity in the Lease (defaults to POD_NAME or HOSTNAME, plus the PID).
     #[arg(long, env = "AIENV_LEADER_ELECTION_IDENTITY")]
     pub leader_election_identity: Option<String>,
-    /// Name of the leader-election Lease.
-    #[arg(long, default_value = "aienv-operator-leader")]
+    /// Name of the leader-election Lease (the chart's Role grants this name only).
+    #[arg(long, default_value = DEFAULT_LEASE_NAME)]
     pub leader_election_lease: String,
     /// Seconds a Lease stays valid without renewal.
     #[arg(long, default_value_t = 15)]
