@@ -22,7 +22,8 @@ fn application_path(name: &str) -> PathBuf {
 }
 
 fn read_yaml(path: &PathBuf) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -45,23 +46,31 @@ async fn install_argocd_crds(client: &kube::Client) -> Result<()> {
     for file in ["application-crd.yaml", "appproject-crd.yaml"] {
         let crd: CustomResourceDefinition = serde_json::from_value(read_yaml(&dir.join(file))?)?;
         let name = crd.metadata.name.clone().context("CRD without a name")?;
-        crds.patch(&name, &PatchParams::apply("aienv-tests").force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying {file}"))?;
-        wait_for(Duration::from_secs(60), &format!("{name} Established"), || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                let crd = crds.get(&name).await?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok(established.then_some(()))
-            }
-        })
+        crds.patch(
+            &name,
+            &PatchParams::apply("aienv-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying {file}"))?;
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{name} Established"),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    let crd = crds.get(&name).await?;
+                    let established = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(established.then_some(()))
+                }
+            },
+        )
         .await?;
     }
     Ok(())
@@ -76,7 +85,11 @@ fn applications_api(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
 async fn dry_run_apply(api: &Api<DynamicObject>, mut app: Value, ns: &str) -> Result<()> {
     app["metadata"]["namespace"] = Value::String(ns.to_string());
     let obj: DynamicObject = serde_json::from_value(app)?;
-    let name = obj.metadata.name.clone().context("Application without a name")?;
+    let name = obj
+        .metadata
+        .name
+        .clone()
+        .context("Application without a name")?;
     let mut params = PatchParams::apply("aienv-tests").dry_run();
     params.field_validation = Some(ValidationDirective::Strict);
     api.patch(&name, &params, &Patch::Apply(&obj)).await?;
@@ -153,18 +166,27 @@ fn applications_sync_crds_first_from_paths_this_checkout_has() -> Result<()> {
 
     let root = workspace_root();
     for app in [&crds, &operator, &samples] {
-        let path = app["spec"]["source"]["path"].as_str().context("no source.path")?;
+        let path = app["spec"]["source"]["path"]
+            .as_str()
+            .context("no source.path")?;
         let dir = root.join(path);
-        ensure!(dir.is_dir(), "source.path {path} is not a directory of this checkout");
+        ensure!(
+            dir.is_dir(),
+            "source.path {path} is not a directory of this checkout"
+        );
         let has_yaml = std::fs::read_dir(&dir)?
             .filter_map(|e| e.ok())
             .any(|e| e.path().extension().is_some_and(|x| x == "yaml"));
         ensure!(has_yaml, "{path} holds no manifests");
     }
     ensure!(
-        root.join(operator["spec"]["source"]["path"].as_str().unwrap_or_default())
-            .join("Chart.yaml")
-            .is_file(),
+        root.join(
+            operator["spec"]["source"]["path"]
+                .as_str()
+                .unwrap_or_default()
+        )
+        .join("Chart.yaml")
+        .is_file(),
         "the operator's source.path is not a Helm chart"
     );
     Ok(())
@@ -192,7 +214,9 @@ fn ignore_differences_name_exactly_the_operators_rollout_manager() -> Result<()>
     let cm = read_yaml(&workspace_root().join("argocd/argocd-cm-ignore-rollout.yaml"))?;
     for kind in ["Deployment", "StatefulSet"] {
         let key = format!("resource.customizations.ignoreDifferences.apps_{kind}");
-        let text = cm["data"][&key].as_str().with_context(|| format!("argocd-cm lacks {key}"))?;
+        let text = cm["data"][&key]
+            .as_str()
+            .with_context(|| format!("argocd-cm lacks {key}"))?;
         let value: Value = serde_saphyr::from_str(text)?;
         ensure!(
             value["managedFieldsManagers"] == serde_json::json!([manager::ROLLOUT]),
