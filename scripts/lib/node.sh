@@ -20,9 +20,9 @@ STORAGE_CLASS=aienv-local
 NODE_OWNER="${AIENV_NODE_OWNER:-/run/aienv-testenv-node}"
 NODE_SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables
   net.bridge.bridge-nf-call-ip6tables vm.overcommit_memory kernel.panic kernel.panic_on_oops)
-NODE_SERVICES=(containerd kubelet kube-scheduler kube-proxy coredns local-provisioner apiserver-relay)
+NODE_SERVICES=(containerd kubelet kube-scheduler kube-proxy coredns local-provisioner apiserver-relay s3-relay)
 PROC_MATCH+=([containerd]=containerd [kubelet]=kubelet [kube-scheduler]=kube-scheduler
-  [kube-proxy]=kube-proxy [coredns]=coredns [local-provisioner]=local-provisioner [apiserver-relay]=socat)
+  [kube-proxy]=kube-proxy [coredns]=coredns [local-provisioner]=local-provisioner [apiserver-relay]=socat [s3-relay]=socat)
 
 # AIENV_NODE=0 keeps the pod-less mode (no root needed): control plane, PostgreSQL, S3, GCS only.
 node_enabled() { [[ ${AIENV_NODE:-1} != 0 ]]; }
@@ -324,10 +324,16 @@ EOF
 # Pods reach the API server as in any cluster, through the `kubernetes` Service (10.96.0.1:443,
 # which the serving certificate names). The API server listens on loopback only and loopback is no
 # valid endpoint, so socat relays NODE_IP:PORT to it and the Service's EndpointSlice names that
-# (the API server's endpoint reconciler is off).
-start_apiserver_route() {
+# (the API server's endpoint reconciler is off). The S3 server is relayed the same way, for the
+# backup Jobs' pods (AIENV_S3_POD_ENDPOINT).
+start_relay() { # start_relay NAME PORT
+  start_bg "$1" socat "TCP-LISTEN:$2,bind=$NODE_IP,fork,reuseaddr" "TCP:127.0.0.1:$2"
+}
+
+start_pod_routes() { # start_pod_routes API_URL S3_PORT
   local port="${1##*:}"
-  start_bg apiserver-relay socat "TCP-LISTEN:$port,bind=$NODE_IP,fork,reuseaddr" "TCP:127.0.0.1:$port"
+  start_relay apiserver-relay "$port"
+  start_relay s3-relay "$2"
   "$KBIN/kubectl" --kubeconfig "$STATE/kubeconfig" apply -f - >/dev/null <<EOF
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -382,7 +388,7 @@ node_owned() {
   [[ -z $owner || $owner == "$STATE" ]]
 }
 
-# node_up API_URL: everything a pod needs, after the control plane is up.
+# node_up API_URL S3_PORT: everything a pod needs, after the control plane is up.
 node_up() {
   log "starting the node: containerd, kubelet, kube-scheduler, kube-proxy, CoreDNS, provisioner"
   claim_node
@@ -393,7 +399,7 @@ node_up() {
   node_image postgres
   start_kubelet "$1"
   start_node_services
-  start_apiserver_route "$1"
+  start_pod_routes "$1" "$2"
   wait_until kubelet node_ready
 }
 
@@ -402,7 +408,7 @@ node_up() {
 node_down() {
   local s pids cg ns mp owned=1
   node_owned || owned=0
-  for s in apiserver-relay local-provisioner coredns kube-proxy kube-scheduler kubelet; do stop_pid "$s"; done
+  for s in s3-relay apiserver-relay local-provisioner coredns kube-proxy kube-scheduler kubelet; do stop_pid "$s"; done
   # The kubepods cgroups, the netns list, the bridge and the host settings are the owner's.
   [[ $owned == 1 ]] || log "the node at $(cat "$NODE_OWNER") holds the bridge and host settings: left alone"
   if [[ $owned == 1 ]]; then
