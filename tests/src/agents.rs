@@ -273,14 +273,23 @@ pub async fn ready_pod_with_hash(
     hash: &str,
     timeout: Duration,
 ) -> Result<Pod> {
+    ready_pod_selected_with_hash(ns, &format!("workload={workload}"), hash, timeout).await
+}
+
+/// The running, Ready pod matching label selector `selector` whose template carries config hash
+/// `hash`.
+pub async fn ready_pod_selected_with_hash(
+    ns: &TestNamespace,
+    selector: &str,
+    hash: &str,
+    timeout: Duration,
+) -> Result<Pod> {
     let pods = ns.api::<Pod>();
     wait_for(
         timeout,
-        &format!("a Ready {workload} pod with hash {hash}"),
+        &format!("a Ready {selector} pod with hash {hash}"),
         || async {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("workload={workload}")))
-                .await?;
+            let list = pods.list(&ListParams::default().labels(selector)).await?;
             Ok(list.items.into_iter().find(|p| {
                 let annotated = p
                     .metadata

@@ -10,6 +10,7 @@ pub mod embed_server;
 pub mod helm;
 pub mod jobs;
 pub mod llm_server;
+pub mod o8;
 pub mod operator;
 pub mod plugin;
 pub mod stores;

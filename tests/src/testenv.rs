@@ -198,6 +198,26 @@ impl TestEnv {
             .build()?)
     }
 
+    /// `kubectl <args>` against the test cluster, `stdin` fed to it: its stdout, or an error with
+    /// what it printed.
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(self.k8s_bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running kubectl")?;
+        let mut input = child.stdin.take().context("kubectl's stdin")?;
+        input.write_all(stdin.unwrap_or_default().as_bytes())?;
+        drop(input);
+        crate::helm::stdout_of(&format!("kubectl {args:?}"), child.wait_with_output()?)
+    }
+
     /// Creates a namespace `<prefix>-<random>`; delete it with [`TestNamespace::cleanup`].
     pub async fn test_namespace(
         &self,

@@ -751,6 +751,22 @@ async fn a_harness_the_profile_cannot_serve_is_named_and_failover_skips_such_fal
     .await?;
     let e = wait_env(&ns, "fo", "FailedOver", "True", "PrimaryUnreachable").await?;
     assert_eq!(e.status.unwrap().active_profile.as_deref(), Some("second"));
+    // Only the unfit fallback: the environment says it was skipped and why, not merely that no
+    // fallback is Ready (it is).
+    apply_env(
+        &ns,
+        "fo-unfit",
+        serde_json::json!({"llm": {"profileRef": "primary", "fallbacks": ["openai-only"],
+                                   "harnesses": ["claudeCode"]},
+                           "agents": {"selector": {"matchLabels": {"app": "agent"}}}}),
+    )
+    .await?;
+    let e = wait_env(&ns, "fo-unfit", "Ready", "False", "ActiveProfileUnhealthy").await?;
+    let msg = env_condition(&e, "Ready").unwrap().2;
+    assert!(
+        msg.contains("cannot serve them: \"openai-only\"") && msg.contains("harness claudeCode"),
+        "{msg}"
+    );
     ctrl.stop().await;
     ns.cleanup().await
 }

@@ -62,7 +62,7 @@ pub fn describe(e: &sqlx::Error) -> String {
             Some(code) => format!("{} (SQLSTATE {code})", db.message()),
             None => db.message().to_string(),
         },
-        sqlx::Error::Io(io) => format!("I/O error: {}", io.kind()),
+        sqlx::Error::Io(io) => describe_io(io),
         sqlx::Error::Tls(_) => "TLS handshake failed".to_string(),
         sqlx::Error::Configuration(_) => "invalid connection settings".to_string(),
         sqlx::Error::PoolTimedOut => "timed out connecting to the database".to_string(),
@@ -72,6 +72,19 @@ pub fn describe(e: &sqlx::Error) -> String {
         sqlx::Error::ColumnDecode { index, .. } => format!("cannot decode column {index}"),
         sqlx::Error::ColumnNotFound(c) => format!("column {c} not found"),
         other => error_kind(other).to_string(),
+    }
+}
+
+/// The OS's own words (errno messages, the resolver's) name the cause without echoing options;
+/// anything else is reduced to its kind.
+fn describe_io(io: &std::io::Error) -> String {
+    let text = io.to_string();
+    if io.raw_os_error().is_some() {
+        format!("I/O error: {text}")
+    } else if text.starts_with("failed to lookup address information") {
+        format!("cannot resolve the host name: {text}")
+    } else {
+        format!("I/O error: {}", io.kind())
     }
 }
 
@@ -117,6 +130,19 @@ mod tests {
         let err = url.parse::<sqlx::postgres::PgConnectOptions>().unwrap_err();
         let text = MemoryError::from(err).to_string();
         assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn io_errors_name_their_cause() {
+        let io = |e| describe(&sqlx::Error::Io(e));
+        let refused = io(std::io::Error::from_raw_os_error(111));
+        assert!(refused.contains("Connection refused"), "{refused}");
+        let dns = io(std::io::Error::other(
+            "failed to lookup address information: Name or service not known",
+        ));
+        assert!(dns.starts_with("cannot resolve the host name"), "{dns}");
+        let custom = io(std::io::Error::other("postgres://u:hunter2@db"));
+        assert_eq!(custom, "I/O error: other error");
     }
 
     #[test]

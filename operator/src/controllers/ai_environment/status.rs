@@ -46,6 +46,8 @@ pub struct Findings {
     /// None when networkPolicy.enabled is false; the summary, or why a policy could not be applied.
     pub network_policy: Option<Result<String, Problem>>,
     pub secret_name: String,
+    /// Fallbacks failover may not pick because they cannot serve every harness, with why.
+    pub unfit_fallbacks: Vec<String>,
 }
 
 /// Conditions to upsert, and the types to remove.
@@ -79,10 +81,17 @@ pub fn conditions(f: &Findings) -> (Vec<Desired>, Vec<&'static str>) {
                 )),
             }
             if let Some(why) = &sel.active_failing {
-                block(
-                    "ActiveProfileUnhealthy",
-                    &format!("{}; no fallback in llm.fallbacks is Ready", why.message),
-                );
+                // A Ready fallback left out for its protocols must not read as "none is Ready".
+                let message = if f.unfit_fallbacks.is_empty() {
+                    format!("{}; no fallback in llm.fallbacks is Ready", why.message)
+                } else {
+                    format!(
+                        "{}; no fallback in llm.fallbacks is both Ready and able to serve llm.harnesses (skipped, they cannot serve them: {})",
+                        why.message,
+                        f.unfit_fallbacks.join(", ")
+                    )
+                };
+                block("ActiveProfileUnhealthy", &message);
             }
         }
         Err(p) => {
@@ -220,7 +229,39 @@ mod tests {
             memory: MemoryState::NotConfigured,
             network_policy: Some(Ok("x".into())),
             secret_name: "dev-llm".into(),
+            unfit_fallbacks: vec![],
         }
+    }
+
+    #[test]
+    fn a_ready_fallback_skipped_for_its_protocols_is_named_not_called_unready() {
+        let failing = Problem {
+            reason: "PrimaryUnreachable",
+            message: "LlmProfile \"p\" is unreachable".into(),
+        };
+        let mut f = base();
+        f.profile = Ok(Selection {
+            active_failing: Some(failing),
+            ..sel()
+        });
+        let (c, _) = conditions(&f);
+        assert!(
+            get(&c, READY)
+                .message
+                .ends_with("no fallback in llm.fallbacks is Ready")
+        );
+        f.unfit_fallbacks = vec!["\"o\" (harness claudeCode needs endpoints.anthropic)".into()];
+        let (c, _) = conditions(&f);
+        let ready = get(&c, READY);
+        assert_eq!(ready.reason, "ActiveProfileUnhealthy");
+        assert!(
+            ready
+                .message
+                .contains("cannot serve them: \"o\" (harness claudeCode")
+                && !ready.message.contains("is Ready;"),
+            "{}",
+            ready.message
+        );
     }
     fn get<'a>(c: &'a [Desired], t: &str) -> &'a Desired {
         c.iter().find(|d| d.type_ == t).unwrap()

@@ -90,10 +90,13 @@ pub async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> R
     let current = memo.active_profile.clone().or(old.active_profile.clone());
     // Failover only ever picks a fallback that can serve every requested harness.
     let mut llm = spec.llm.clone();
+    let mut unfit = Vec::new();
     llm.fallbacks.retain(|f| {
-        found.get(f).is_none_or(|p| {
-            render::check_harnesses(&spec.llm.harnesses, &endpoints::resolve(&p.spec)).is_ok()
-        })
+        let fit = found.get(f).map_or(Ok(()), |p| {
+            render::check_harnesses(&spec.llm.harnesses, &endpoints::resolve(&p.spec))
+        });
+        fit.map_err(|e| unfit.push(format!("{f:?} ({})", e.message)))
+            .is_ok()
     });
     let selection = select::select(&llm, current.as_deref(), &profile_conds, now);
 
@@ -270,6 +273,7 @@ pub async fn sync(env: &AiEnvironment, ns: &str, name: &str, state: &State) -> R
         memory,
         network_policy: np_summary,
         secret_name,
+        unfit_fallbacks: unfit,
     };
     let (desired, removed) = status::conditions(&findings);
     let mut conds = old.conditions.clone();
