@@ -149,9 +149,9 @@ pub const NAMESPACED: &[Rule] = &[
     Rule {
         group: "apps",
         resource: "deployments",
-        verbs: &["get", "list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         resource_names: &[],
-        why: "AiEnvironment: shared watch of agent workloads (controller/shared.rs); the config-hash rollout reads then applies with a resourceVersion precondition, so it never creates (ai_environment/workloads.rs)",
+        why: "AiEnvironment: shared watch of agent workloads (controller/shared.rs); the config-hash rollout reads then applies with a resourceVersion precondition, so it never creates (ai_environment/workloads.rs); MemoryStore's embedding workers (owns: watch; ChildSet creates, patches and deletes them, memory_store/workers.rs)",
     },
     Rule {
         group: "apps",
@@ -438,8 +438,9 @@ mod tests {
             ("", "persistentvolumeclaims", &["list", "delete"]),
             // backup_schedule/resolve.rs newest_pod.
             ("", "pods", &["list"]),
-            // shared.rs watch; workloads.rs get_opt then apply with a precondition.
-            ("apps", "deployments", &["get", "list", "watch", "patch"]),
+            // shared.rs watch; workloads.rs get_opt then apply with a precondition; MemoryStore
+            // .owns(Deployment) and ChildSet (embedding workers).
+            ("apps", "deployments", OWNED),
             ("apps", "statefulsets", OWNED),
             // BackupSchedule .owns(CronJob), .watches(Job); ChildSet.
             ("batch", "cronjobs", OWNED),

@@ -1,13 +1,16 @@
 //! `helm install` of charts/aienv-operator onto the test cluster, the way a user installs aienv:
 //! the operator runs as two pods from the image built here, under the chart's ServiceAccount and
 //! RBAC, reaches the API server through the `kubernetes` Service, takes the Lease, and brings an
-//! environment (its agent rolled) and a managed store (a PostgreSQL pod it reaches through cluster
-//! DNS) to Ready. `helm upgrade` to a changed value rolls the operator pods and the new leader goes
-//! on working; `helm uninstall` leaves the CRDs, the objects and the store's data.
+//! environment (its agent rolled), a managed store (a PostgreSQL pod it reaches through cluster
+//! DNS) and the store's backup schedule to Ready. `helm upgrade` to a changed value rolls the
+//! operator pods and the new leader goes on working; `helm uninstall` leaves the CRDs, the
+//! objects and the store's data.
 
 use std::{path::Path, time::Duration};
 
-use aienv::api::{llm_profile::LlmProfile, memory_store::MemoryStore};
+use aienv::api::{
+    backup_schedule::BackupSchedule, llm_profile::LlmProfile, memory_store::MemoryStore,
+};
 use aienv_tests::{
     agents, conditions,
     helm::{chart_dir, helm, stdout_of},
@@ -18,6 +21,7 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
+        batch::v1::CronJob,
         coordination::v1::Lease,
         core::v1::{PersistentVolumeClaim, Pod},
     },
@@ -169,6 +173,24 @@ async fn helm_install_runs_the_operator_as_pods_and_upgrade_and_uninstall_keep_t
     )
     .await?;
     conditions::wait_condition(&stores, WAIT, "mem", "Ready", "True", "StoreReady").await?;
+    // And a backup schedule for it: its CronJob, under the chart's Role.
+    let schedules: Api<BackupSchedule> = ns.api();
+    agents::apply_json(
+        &schedules,
+        serde_json::json!({
+            "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "BackupSchedule",
+            "metadata": {"name": "nightly"},
+            "spec": {"memoryStoreRef": "mem", "schedule": "0 3 * * *",
+                     "destination": {"s3": {"bucket": "aienv-helm-install"}}},
+        }),
+    )
+    .await?;
+    conditions::wait_condition(&schedules, WAIT, "nightly", "Ready", "True", "Scheduled").await?;
+    let cronjobs: Api<CronJob> = ns.api();
+    ensure!(
+        cronjobs.list(&ListParams::default()).await?.items.len() == 1,
+        "no CronJob for the schedule"
+    );
 
     // helm upgrade with a changed value: new pods, a new leader among them, and it works.
     let upgrade = [

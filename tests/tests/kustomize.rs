@@ -432,5 +432,27 @@ async fn the_dev_overlay_runs_the_operator_and_the_samples_become_ready() -> Res
     for env_name in ["dev", "codex"] {
         agents::wait_env(&ns, env_name, "Ready", "False", "ActiveProfileUnhealthy").await?;
     }
+
+    // All of it under the base's cluster-wide RBAC: the operator's own metrics (through the API
+    // server's service proxy) count no refused list, watch or call.
+    let metrics = env.kubectl(
+        &[
+            "get",
+            "--raw",
+            &format!(
+                "/api/v1/namespaces/{NAMESPACE}/services/{DEPLOYMENT}-metrics:http/proxy/metrics"
+            ),
+        ],
+        None,
+    )?;
+    ensure!(
+        metrics.contains("aienv_controller_reconciles_total"),
+        "{metrics}"
+    );
+    let forbidden: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.contains("Forbidden") && !l.starts_with('#') && !l.ends_with(" 0"))
+        .collect();
+    ensure!(forbidden.is_empty(), "refused by RBAC: {forbidden:?}");
     ns.cleanup().await
 }

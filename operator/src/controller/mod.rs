@@ -12,6 +12,7 @@ pub mod finalizer;
 pub mod labels;
 pub mod mapping;
 pub mod metrics;
+pub mod pods;
 pub mod policy;
 pub mod problem;
 pub mod requests;

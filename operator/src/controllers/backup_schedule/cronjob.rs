@@ -7,9 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::{
     batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec},
     core::v1::{
-        Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-        PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector, SecretVolumeSource,
-        SecurityContext, Volume, VolumeMount,
+        Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSpec, PodTemplateSpec,
+        SecretKeySelector, SecretVolumeSource, Volume, VolumeMount,
     },
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -24,12 +23,15 @@ use super::{
 use crate::{
     api::backup_schedule::{BackupSchedule, Destination},
     backup::env,
-    controller::labels::{LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY},
+    controller::{
+        labels::{LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY},
+        pods::{restricted_container_security, restricted_pod_security},
+    },
     controllers::memory_store::children::LABEL_CLIENT,
 };
 
 /// The uid the Jobs run as (the image's non-root user).
-pub const RUN_AS: i64 = 65532;
+pub use crate::controller::pods::RUN_AS;
 /// On-demand Jobs are deleted a week after they finish; their result is in the status by then.
 pub const ON_DEMAND_TTL: i32 = 7 * 24 * 3600;
 /// Where a GCS service-account key is mounted.
@@ -204,17 +206,7 @@ impl Inputs<'_> {
                 automount_service_account_token: Some(spec.service_account_name.is_some()),
                 node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
                 tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
-                security_context: Some(PodSecurityContext {
-                    run_as_non_root: Some(true),
-                    run_as_user: Some(RUN_AS),
-                    run_as_group: Some(RUN_AS),
-                    fs_group: Some(RUN_AS),
-                    seccomp_profile: Some(SeccompProfile {
-                        type_: "RuntimeDefault".into(),
-                        localhost_profile: None,
-                    }),
-                    ..Default::default()
-                }),
+                security_context: Some(restricted_pod_security()),
                 containers: vec![Container {
                     name: op.as_str().into(),
                     image: Some(self.image.into()),
@@ -224,16 +216,7 @@ impl Inputs<'_> {
                     resources: spec.resources.clone(),
                     termination_message_policy: Some("File".into()),
                     volume_mounts: Some(mounts),
-                    security_context: Some(SecurityContext {
-                        allow_privilege_escalation: Some(false),
-                        read_only_root_filesystem: Some(true),
-                        run_as_non_root: Some(true),
-                        capabilities: Some(Capabilities {
-                            drop: Some(vec!["ALL".into()]),
-                            add: None,
-                        }),
-                        ..Default::default()
-                    }),
+                    security_context: Some(restricted_container_security()),
                     ..Default::default()
                 }],
                 volumes: Some(volumes),

@@ -180,7 +180,8 @@ pub fn generate_password() -> String {
         .collect()
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+/// An env var from a Secret key that must exist.
+pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {

@@ -9,12 +9,13 @@ mod events;
 pub mod index_builds;
 pub mod pools;
 pub mod status;
+pub mod workers;
 
 use std::{sync::Arc, time::Duration};
 
 use futures::FutureExt;
 use k8s_openapi::api::{
-    apps::v1::StatefulSet,
+    apps::v1::{Deployment, StatefulSet},
     core::v1::{Secret, Service},
     networking::v1::NetworkPolicy,
 };
@@ -36,6 +37,7 @@ use self::{
     index_builds::{BUILD_POLL, BuildSeen, IndexBuilds},
     pools::Pools,
     status::{Finding, IndexReport},
+    workers::WorkersState,
 };
 use crate::{
     api::memory_store::{
@@ -107,6 +109,7 @@ pub async fn run(
     policy::drain(
         controller
             .owns(ctx.watched::<StatefulSet>(), owned_cfg())
+            .owns(ctx.watched::<Deployment>(), owned_cfg())
             .owns(ctx.watched::<Service>(), owned_cfg())
             .owns(ctx.watched::<NetworkPolicy>(), owned_cfg())
             .watches_shared_stream(subs.secrets, move |secret| stores_using(&store, &secret))
@@ -173,8 +176,8 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
             DeletionPolicy::Delete => finalizer::add_finalizer(&api, store, FINALIZER).await?,
             DeletionPolicy::Retain => finalizer::remove_finalizer(&api, store, FINALIZER).await?,
         }
-        let (finding, endpoint, counts) = observe(store, &ns, &name, &state).boxed().await?;
-        let action = write_status(store, &ns, &name, finding, endpoint, counts, ctx).await?;
+        let observed = observe(store, &ns, &name, &state).boxed().await?;
+        let action = write_status(store, &ns, &name, observed, ctx).await?;
         state.backoffs.succeeded(store);
         Ok(action)
     }
@@ -182,14 +185,21 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
     .await
 }
 
-type Observed = (Finding, Option<Endpoint>, Option<Counts>);
+type Observed = (Finding, Option<Endpoint>, Option<Counts>, WorkersState);
 
 /// Provision what the mode needs, connect, claim the schema, migrate, build the index and the
 /// agents' login, and report.
 async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Result<Observed> {
     let ctx = &state.ctx;
-    let invalid = |p: Problem| Ok((Finding::Invalid(p), None, None));
-    let not_connected = |p: Problem| Ok((Finding::NotConnected(p), None, None));
+    let invalid = |p: Problem| Ok((Finding::Invalid(p), None, None, WorkersState::NotObserved));
+    let not_connected = |p: Problem| {
+        Ok((
+            Finding::NotConnected(p),
+            None,
+            None,
+            WorkersState::NotObserved,
+        ))
+    };
     let layout = match StoreLayout::from_spec(&store.spec) {
         Ok(l) => l,
         Err(p) => return invalid(p),
@@ -279,6 +289,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
                 )),
                 Some(endpoint),
                 None,
+                WorkersState::NotObserved,
             ));
         }
     };
@@ -294,6 +305,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             )),
             Some(endpoint),
             None,
+            WorkersState::NotObserved,
         ));
     }
     let prepared = match schema::prepare(&pool, &target, &layout).boxed().await {
@@ -307,6 +319,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
                 },
                 Some(endpoint),
                 None,
+                WorkersState::NotObserved,
             ));
         }
     };
@@ -317,6 +330,25 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     if let Err(c) = set.add(app, Lifetime::Owned).await? {
         return not_connected(Problem::new("SecretConflict", c.to_string()));
     }
+    // The workers connect with that Secret, so they come after it. Without a provider there are
+    // none; their Deployment is looked for (to delete it) only if this store reported workers,
+    // so an operator without rights on Deployments still serves stores that have none.
+    let had_workers = store
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::get(&s.conditions, status::WORKERS_READY).is_some());
+    let workers = match workers::deployment(store, &ctx.job_image) {
+        None => {
+            if had_workers {
+                set.expect::<Deployment>().await?;
+            }
+            WorkersState::NotConfigured
+        }
+        Some(d) => match set.add(d, Lifetime::Owned).await? {
+            Ok(applied) => workers::state(store.spec.workers.replicas, &applied),
+            Err(c) => WorkersState::Conflict(c.to_string()),
+        },
+    };
     set.finish().await?;
     let index = index_report(store, ns, name, &pool, &layout, &prepared, state).await;
     let counts = schema::counts(&pool)
@@ -336,6 +368,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
         },
         Some(endpoint),
         counts,
+        workers,
     ))
 }
 
@@ -562,9 +595,7 @@ async fn write_status(
     store: &MemoryStore,
     ns: &str,
     name: &str,
-    finding: Finding,
-    endpoint: Option<Endpoint>,
-    counts: Option<Counts>,
+    (finding, endpoint, counts, workers): Observed,
     ctx: &Context,
 ) -> Result<Action> {
     let requeue = match &finding {
@@ -582,12 +613,12 @@ async fn write_status(
     if !matches!(finding, Finding::Prepared { .. }) {
         conditions::remove(&mut conds, &[status::REINDEX_REQUIRED]);
     }
-    let conds = conditions::merge(
-        &conds,
-        status::conditions(&finding),
-        store.metadata.generation,
-        &now,
-    );
+    if workers == WorkersState::NotConfigured {
+        conditions::remove(&mut conds, &[status::WORKERS_READY]);
+    }
+    let mut desired = status::conditions(&finding);
+    desired.extend(status::workers_condition(&workers));
+    let conds = conditions::merge(&conds, desired, store.metadata.generation, &now);
     let mut new = MemoryStoreStatus {
         observed_generation: store.metadata.generation,
         conditions: conds,

@@ -1,5 +1,6 @@
 //! Conditions of a MemoryStore, computed from what reconcile found. Pure.
 
+use super::workers::WorkersState;
 use crate::{
     conditions::Desired,
     controller::Problem,
@@ -13,6 +14,7 @@ pub const DATABASE_READY: &str = "DatabaseReady";
 pub const SCHEMA_READY: &str = "SchemaReady";
 pub const INDEX_READY: &str = "IndexReady";
 pub const REINDEX_REQUIRED: &str = "ReindexRequired";
+pub const WORKERS_READY: &str = "WorkersReady";
 pub const READY: &str = "Ready";
 
 /// What this reconcile learned about the database.
@@ -59,6 +61,39 @@ fn index_text(layout: &StoreLayout) -> String {
             "ivfflat (lists={lists}, {ops}) on vector({})",
             layout.dimensions
         ),
+    }
+}
+
+/// `WorkersReady`, or `None` when there is nothing to say (no workers; or not looked at, and the
+/// last word stands). The workers do not gate `Ready`: the store takes and serves memories
+/// without them, only their vectors wait.
+pub fn workers_condition(w: &WorkersState) -> Option<Desired> {
+    match w {
+        WorkersState::NotObserved | WorkersState::NotConfigured => None,
+        WorkersState::Conflict(message) => Some(Desired::false_(
+            WORKERS_READY,
+            "ChildConflict",
+            message.clone(),
+        )),
+        WorkersState::Scaled { desired: 0, .. } => Some(Desired::false_(
+            WORKERS_READY,
+            "ScaledToZero",
+            "workers.replicas is 0: memories keep embedding = NULL until it is raised",
+        )),
+        WorkersState::Scaled { desired, available } if available >= desired => {
+            Some(Desired::true_(
+                WORKERS_READY,
+                "WorkersAvailable",
+                format!("{available} of {desired} workers available"),
+            ))
+        }
+        WorkersState::Scaled { desired, available } => Some(Desired::false_(
+            WORKERS_READY,
+            "WorkersUnavailable",
+            format!(
+                "{available} of {desired} workers available (kubectl describe deployment of component embedding-worker says why)"
+            ),
+        )),
     }
 }
 
