@@ -203,6 +203,20 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
         Ok((c.memories == 2 && c.pending_embeddings == 1).then_some(()))
     })
     .await?;
+    // A row the workers gave up on counts as failed, not pending.
+    sqlx::query("UPDATE memories SET embed_failed_at = now(), embed_error = 'rejected' WHERE embedding IS NULL")
+        .execute(&owner_pool)
+        .await?;
+    touch(&api, "mem", "1b").await?;
+    wait_for(WAIT, "counts 2/0, 1 failed", || async {
+        let s = api.get("mem").await?;
+        let c = s.status.and_then(|s| s.counts).unwrap_or_default();
+        Ok(
+            (c.memories == 2 && c.pending_embeddings == 0 && c.failed_embeddings == 1)
+                .then_some(()),
+        )
+    })
+    .await?;
 
     // Steady state: reconciles without status writes. First let reconciles already queued by the
     // counts update finish (one may still be working from a watch cache a write behind).

@@ -52,6 +52,18 @@ pub const MAX_INDEXED_DIMENSIONS: u32 = 2000;
         priority = 1
     ),
     printcolumn(
+        name = "Failed",
+        type_ = "integer",
+        json_path = ".status.counts.failedEmbeddings",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"WorkersReady\")].status",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -466,5 +478,10 @@ pub struct Endpoint {
 #[serde(rename_all = "camelCase")]
 pub struct Counts {
     pub memories: i64,
+    /// Memories without a vector that the workers have yet to embed.
     pub pending_embeddings: i64,
+    /// Memories the workers gave up on (the provider rejected their text on every attempt; the
+    /// reason is in `memories.embed_error`). Editing the text queues one again.
+    #[serde(default)]
+    pub failed_embeddings: i64,
 }

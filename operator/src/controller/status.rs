@@ -136,6 +136,7 @@ mod tests {
             counts: Some(Counts {
                 memories: 1,
                 pending_embeddings: 0,
+                failed_embeddings: 0,
             }),
             ..old.clone()
         };

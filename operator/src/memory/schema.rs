@@ -428,10 +428,15 @@ pub const EXACT_COUNT_BELOW: f32 = 100_000.0;
 /// vector (its size is the backlog, not the table); the total from the planner's estimate
 /// (`reltuples`, kept by autovacuum and index builds) once the table is large, so a large table
 /// is never scanned for a status line.
-pub async fn counts(pool: &PgPool) -> Result<(i64, i64), MemoryError> {
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM memories WHERE embedding IS NULL")
-        .fetch_one(pool)
-        .await?;
+pub async fn counts(pool: &PgPool) -> Result<RowCounts, MemoryError> {
+    // Waiting for a worker, and given up on (the worker marked them failed after its attempts).
+    let (pending, failed): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE embed_failed_at IS NULL), \
+                count(*) FILTER (WHERE embed_failed_at IS NOT NULL) \
+         FROM memories WHERE embedding IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
     let estimate: f32 =
         sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'memories'::regclass")
             .fetch_one(pool)
@@ -441,9 +446,23 @@ pub async fn counts(pool: &PgPool) -> Result<(i64, i64), MemoryError> {
             .fetch_one(pool)
             .await?
     } else {
-        (estimate.round() as i64).max(pending)
+        (estimate.round() as i64).max(pending + failed)
     };
-    Ok((total, pending))
+    Ok(RowCounts {
+        memories: total,
+        pending_embeddings: pending,
+        failed_embeddings: failed,
+    })
+}
+
+/// What [`counts`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowCounts {
+    pub memories: i64,
+    /// Without a vector, waiting for a worker.
+    pub pending_embeddings: i64,
+    /// Without a vector, given up on: the provider rejected the text on every attempt.
+    pub failed_embeddings: i64,
 }
 
 /// Drop the store's tables, its agents' role and its schema (deletionPolicy: Delete), if the

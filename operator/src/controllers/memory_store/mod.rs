@@ -351,14 +351,11 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     };
     set.finish().await?;
     let index = index_report(store, ns, name, &pool, &layout, &prepared, state).await;
-    let counts = schema::counts(&pool)
-        .boxed()
-        .await
-        .ok()
-        .map(|(memories, pending_embeddings)| Counts {
-            memories,
-            pending_embeddings,
-        });
+    let counts = schema::counts(&pool).boxed().await.ok().map(|c| Counts {
+        memories: c.memories,
+        pending_embeddings: c.pending_embeddings,
+        failed_embeddings: c.failed_embeddings,
+    });
     Ok((
         Finding::Prepared {
             endpoint: shown,
