@@ -157,3 +157,32 @@ pub async fn pod_scenario(prefix: &str, which: &[Which]) -> Result<Option<PodSce
         ops,
     }))
 }
+
+/// The operator installed as a Deployment `deployment` in `namespace` (by a chart, an overlay or
+/// a module): waits for its rollout (printing the namespace's state if it never comes) and for
+/// one of its pods to hold the leader Lease; returns the holder.
+pub async fn installed_operator_leads(
+    env: &crate::testenv::TestEnv,
+    client: &Client,
+    namespace: &str,
+    deployment: &str,
+    timeout: Duration,
+) -> Result<String> {
+    let deadline = format!("--timeout={}s", timeout.as_secs());
+    let target = format!("deployment/{deployment}");
+    let rollout = ["-n", namespace, "rollout", "status", &target, &deadline];
+    if let Err(e) = env.kubectl(&rollout, None) {
+        crate::conditions::print_namespace_state(client.clone(), namespace).await;
+        return Err(e);
+    }
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), namespace);
+    wait_for(timeout, "an operator pod holding the Lease", || async {
+        let holder = leases
+            .get_opt(aienv::runtime::DEFAULT_LEASE_NAME)
+            .await?
+            .and_then(|l| l.spec?.holder_identity);
+        Ok(holder.filter(|h| h.starts_with(deployment)))
+    })
+    .await
+}

@@ -13,10 +13,11 @@ use aienv::api::{
 use aienv_tests::{
     agents, conditions,
     helm::objects,
+    operator,
     testenv::{TestEnv, require_env, unique_name, wait_for, workspace_root},
 };
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::{apps::v1::Deployment, coordination::v1::Lease};
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use serde_json::Value;
 
@@ -277,29 +278,8 @@ async fn the_dev_overlay_runs_the_operator_and_the_samples_become_ready() -> Res
         ],
         None,
     )?;
-    let timeout = format!("--timeout={}s", WAIT.as_secs());
-    let rollout = [
-        "-n",
-        NAMESPACE,
-        "rollout",
-        "status",
-        "deployment",
-        DEPLOYMENT,
-        &timeout,
-    ];
-    if let Err(e) = env.kubectl(&rollout, None) {
-        conditions::print_namespace_state(client.clone(), NAMESPACE).await;
-        return Err(e);
-    }
-    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
-    let holder = wait_for(WAIT, "the operator pod holding the Lease", || async {
-        let holder = leases
-            .get_opt(aienv::runtime::DEFAULT_LEASE_NAME)
-            .await?
-            .and_then(|l| l.spec?.holder_identity);
-        Ok(holder.filter(|h| h.starts_with(DEPLOYMENT)))
-    })
-    .await?;
+    let holder =
+        operator::installed_operator_leads(&env, &client, NAMESPACE, DEPLOYMENT, WAIT).await?;
     println!("leader: {holder}");
 
     // The production overlay is accepted whole by the API server (a dry run: its image is not

@@ -11,10 +11,9 @@ use aienv_tests::{
     agents, conditions,
     helm::{find, helm, objects, stdout_of},
     o8::{Severity, findings},
-    testenv::{TestEnv, require_env, wait_for, workspace_root},
+    testenv::{TestEnv, require_env, workspace_root},
 };
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use serde_json::{Value, json};
 
@@ -385,34 +384,14 @@ async fn o8_module_deploy_installs_a_working_operator() -> Result<()> {
         stdout_of("o8's helm upgrade --install", helm(&args)?)?
     );
 
-    let timeout = format!("--timeout={}s", WAIT.as_secs());
-    let rollout = [
-        "-n",
-        &name,
-        "rollout",
-        "status",
-        "deployment/aienv-operator",
-        &timeout,
-    ];
-    if let Err(e) = env.kubectl(&rollout, None) {
-        conditions::print_namespace_state(client.clone(), &name).await;
-        return Err(e);
-    }
+    aienv_tests::operator::installed_operator_leads(&env, &client, &name, "aienv-operator", WAIT)
+        .await?;
     // `o8 module status`: the pods labelled module=<name> in the module's namespace.
     let status = env.kubectl(
         &["get", "pods", "-n", &name, "-l", &format!("module={name}")],
         None,
     )?;
     ensure!(status.contains("Running"), "{status}");
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &name);
-    wait_for(WAIT, "the Lease held by the module's pod", || async {
-        let holder = leases
-            .get_opt(aienv::runtime::DEFAULT_LEASE_NAME)
-            .await?
-            .and_then(|l| l.spec?.holder_identity);
-        Ok(holder.filter(|h| h.starts_with("aienv-operator")))
-    })
-    .await?;
 
     // It works for every namespace (cluster-wide by default): a profile elsewhere resolves.
     let ns = env.test_namespace(&client, "o8-module").await?;

@@ -345,7 +345,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             WorkersState::NotConfigured
         }
         Some(d) => match set.add(d, Lifetime::Owned).await? {
-            Ok(applied) => workers::state(store.spec.workers.replicas, &applied),
+            Ok(applied) => workers::state(&applied),
             Err(c) => WorkersState::Conflict(c.to_string()),
         },
     };

@@ -166,7 +166,8 @@ pub enum WorkersState {
     Conflict(String),
 }
 
-pub fn state(desired: i32, applied: &Deployment) -> WorkersState {
+pub fn state(applied: &Deployment) -> WorkersState {
+    let desired = applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = applied.status.clone().unwrap_or_default();
     // A rollout is current only once the controller has seen this generation.
     let current = status.observed_generation >= applied.metadata.generation;
@@ -284,13 +285,17 @@ mod tests {
     fn availability_counts_only_for_the_current_generation() {
         let mut d = Deployment::default();
         d.metadata.generation = Some(2);
+        d.spec = Some(DeploymentSpec {
+            replicas: Some(2),
+            ..Default::default()
+        });
         d.status = Some(k8s_openapi::api::apps::v1::DeploymentStatus {
             observed_generation: Some(1),
             available_replicas: Some(2),
             ..Default::default()
         });
         assert_eq!(
-            state(2, &d),
+            state(&d),
             WorkersState::Scaled {
                 desired: 2,
                 available: 0
@@ -298,7 +303,7 @@ mod tests {
         );
         d.status.as_mut().unwrap().observed_generation = Some(2);
         assert_eq!(
-            state(2, &d),
+            state(&d),
             WorkersState::Scaled {
                 desired: 2,
                 available: 2
