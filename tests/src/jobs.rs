@@ -27,6 +27,66 @@ pub fn aienv_bin() -> PathBuf {
         .unwrap_or_else(|| crate::testenv::workspace_root().join("target/debug/aienv"))
 }
 
+/// A container's env as the kubelet would give it: literals, and Secret keys read from the real
+/// Secrets (a missing optional key leaves the variable out, a missing required one is an error).
+pub async fn container_env(
+    secrets: &Api<Secret>,
+    env: &[k8s_openapi::api::core::v1::EnvVar],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in env {
+        let value = match (
+            &e.value,
+            e.value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref()),
+        ) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(r)) => {
+                let secret = secrets.get_opt(&r.name).await?;
+                let v = secret
+                    .and_then(|s| s.data)
+                    .and_then(|d| d.get(&r.key).cloned())
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+                if v.is_none() && r.optional != Some(true) {
+                    bail!(
+                        "Secret {} key {} is missing: the kubelet would not start the pod",
+                        r.name,
+                        r.key
+                    );
+                }
+                v
+            }
+            (None, None) if e.value_from.is_none() => Some(String::new()),
+            _ => bail!("{}: only values and secretKeyRef are expected", e.name),
+        };
+        if let Some(v) = value {
+            out.insert(e.name.clone(), v);
+        }
+    }
+    Ok(out)
+}
+
+/// Start a long-running container (a worker) here as a local process: its args, only the given
+/// env, and `/metrics` on a free loopback port instead of the pod's. Killed when dropped.
+pub fn spawn_container(
+    container: &k8s_openapi::api::core::v1::Container,
+    env: &std::collections::BTreeMap<String, String>,
+) -> Result<tokio::process::Child> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(tokio::process::Command::new(aienv_bin())
+        .args(container.args.clone().unwrap_or_default())
+        .env_clear()
+        .envs(env)
+        .env("AIENV_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
 /// What the pod's process did.
 pub struct Ran {
     pub pod: String,
@@ -70,36 +130,7 @@ pub async fn run_job_pod(
         .env("AIENV_PG_BIN", pg_bin)
         .env(aienv::backup::env::TERMINATION_LOG, &log)
         .kill_on_drop(true);
-    for e in c.env.clone().unwrap_or_default() {
-        let value = match (
-            &e.value,
-            e.value_from
-                .as_ref()
-                .and_then(|v| v.secret_key_ref.as_ref()),
-        ) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(r)) => {
-                let secret = secrets.get_opt(&r.name).await?;
-                let v = secret
-                    .and_then(|s| s.data)
-                    .and_then(|d| d.get(&r.key).cloned())
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned());
-                if v.is_none() && r.optional != Some(true) {
-                    bail!(
-                        "Secret {}/{} key {} is missing: the kubelet would not start the pod",
-                        ns,
-                        r.name,
-                        r.key
-                    );
-                }
-                v
-            }
-            _ => None,
-        };
-        if let Some(v) = value {
-            cmd.env(&e.name, v);
-        }
-    }
+    cmd.envs(container_env(&secrets, c.env.as_deref().unwrap_or_default()).await?);
     let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
         .context("the Job's process ran over 180 s")??;

@@ -134,3 +134,33 @@ impl ExternalScenario {
         self.db.cleanup().await
     }
 }
+
+/// Wait until `name`'s condition `type_` has `status` and a message containing `needle`.
+pub async fn wait_condition_message(
+    api: &Api<MemoryStore>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    needle: &str,
+) -> anyhow::Result<String> {
+    let found = wait_for(
+        WAIT,
+        &format!("{type_}={status} saying {needle:?}"),
+        || async {
+            let s = api.get(name).await?;
+            Ok(crate::conditions::condition(&s, type_)
+                .filter(|(st, _, msg)| st == status && msg.contains(needle))
+                .map(|(_, _, msg)| msg))
+        },
+    )
+    .await;
+    if found.is_err() {
+        let last = api
+            .get(name)
+            .await
+            .ok()
+            .and_then(|s| crate::conditions::condition(&s, type_));
+        anyhow::bail!("{found:?}; last {type_}: {last:?}");
+    }
+    found
+}

@@ -24,6 +24,16 @@ fn unit(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / n).collect()
 }
 
+/// Reproducible values in [-0.5, 0.5) (xorshift from `seed`).
+fn noise(mut seed: u64) -> impl FnMut() -> f32 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % 10_000) as f32 / 10_000.0 - 0.5
+    }
+}
+
 /// A 4-d direction per topic, slightly perturbed per item.
 fn topic_vec(topic: usize, jitter: f32) -> Vec<f32> {
     let mut v = vec![0.05f32; 4];
@@ -42,9 +52,9 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
     let first = db.prepare(&l).await?;
     assert_eq!(
         first.applied.iter().map(|a| a.0).collect::<Vec<_>>(),
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6]
     );
-    assert_eq!(first.schema_version, 5);
+    assert_eq!(first.schema_version, 6);
     assert!(
         first
             .pgvector_version
@@ -58,7 +68,7 @@ async fn migrations_apply_once_and_rerun_is_a_no_op() -> anyhow::Result<()> {
     );
     let second = db.prepare(&l).await?;
     assert!(second.applied.is_empty(), "{:?}", second.applied);
-    assert_eq!(second.schema_version, 5);
+    assert_eq!(second.schema_version, 6);
     assert_eq!(second.index, first.index);
     let typ: String = sqlx::query_scalar(
         "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attname = 'embedding'",
@@ -123,20 +133,20 @@ async fn racing_migrations_do_not_corrupt_anything() -> anyhow::Result<()> {
     let mut applied = Vec::new();
     for r in runs {
         let r = r?;
-        assert_eq!(r.schema_version, 5);
+        assert_eq!(r.schema_version, 6);
         assert!(matches!(r.index, IndexState::Ready(_)));
         applied.extend(r.applied.into_iter().map(|a| a.0));
     }
     applied.sort();
     assert_eq!(
         applied,
-        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5, 6],
         "each migration applied exactly once"
     );
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM aienv_schema_migrations")
         .fetch_one(&db.pool)
         .await?;
-    assert_eq!(rows, 5);
+    assert_eq!(rows, 6);
     let config_rows: i64 = sqlx::query_scalar("SELECT count(*) FROM aienv_store_config")
         .fetch_one(&db.pool)
         .await?;
@@ -376,13 +386,7 @@ async fn filtered_search_returns_k_results_at_one_percent_selectivity() -> anyho
         .await?;
     let mem = Memories::open(db.pool.clone()).await?;
     // 5,000 rows; agent "rare" owns every 100th (1 %).
-    let mut seed = 7u64;
-    let mut rnd = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % 10_000) as f32 / 10_000.0 - 0.5
-    };
+    let mut rnd = noise(7);
     for chunk in 0..5 {
         let batch: Vec<NewMemory> = (0..1000)
             .map(|i| {
@@ -416,5 +420,63 @@ async fn filtered_search_returns_k_results_at_one_percent_selectivity() -> anyho
         let hits = got.iter().filter(|h| exact_ids.contains(&h.id)).count();
         assert!(hits >= 18, "query {q}: recall {hits}/20");
     }
+    db.cleanup().await
+}
+
+#[tokio::test]
+async fn a_connected_handle_searches_with_the_stores_settings_without_a_transaction()
+-> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let db = env.test_database("mem_conn").await?;
+    let dims = 16usize;
+    db.prepare(&layout(
+        "mode: external\nembedding: {dimensions: 16}\nindex: {hnsw: {m: 8, efConstruction: 32, efSearch: 37}}\n",
+    ))
+    .await?;
+    let by_tx = Memories::open(db.pool.clone()).await?;
+    let options = aienv::memory::store_connect_options(db.url.parse()?, TEST_SCHEMA);
+    let connected = Memories::connect(options, 2).await?;
+    assert_eq!(connected.search_breadth, 37);
+    let mut rnd = noise(11);
+    let batch: Vec<NewMemory> = (0..2000)
+        .map(|n| {
+            let mut m = NewMemory::new(format!("row {n}"), MemoryType::Rag);
+            m.agent_id = Some(format!("a{}", n % 50));
+            m.embedding = Some((0..dims).map(|_| rnd()).collect());
+            m
+        })
+        .collect();
+    connected.store_batch(&batch).await?;
+    sqlx::query("ANALYZE memories").execute(&db.pool).await?;
+    for q in 0..5 {
+        let query: Vec<f32> = (0..dims).map(|_| rnd()).collect();
+        // Same settings, same plan: the same rows as the transaction path.
+        let a = by_tx.search_vector(&query, 10, &Filter::default()).await?;
+        let b = connected
+            .search_vector(&query, 10, &Filter::default())
+            .await?;
+        let ids = |h: &[aienv::memory::Hit]| h.iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b), "query {q}");
+        assert_eq!(b.len(), 10);
+        // A filtered search still turns on its iterative scan, and fills k.
+        let only = Filter {
+            agent_id: Some("a7".into()),
+            ..Default::default()
+        };
+        let f = connected.search_vector(&query, 20, &only).await?;
+        assert_eq!(f.len(), 20, "query {q}: filtered k");
+        assert!(f.iter().all(|h| h.agent_id.as_deref() == Some("a7")));
+    }
+    // Every pooled connection starts with the store's settings, and a filtered search's
+    // transaction-local settings do not leak into the session.
+    let settings: (String, String) = sqlx::query_as(
+        "SELECT current_setting('hnsw.ef_search'), current_setting('hnsw.iterative_scan')",
+    )
+    .fetch_one(connected.pool())
+    .await?;
+    assert_eq!(settings, ("37".to_string(), "off".to_string()));
+    connected.pool().close().await;
     db.cleanup().await
 }

@@ -103,7 +103,7 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     }
     assert_eq!(condition(&s, "ReindexRequired").unwrap().0, "False");
     let st = s.status.clone().unwrap();
-    assert_eq!(st.schema_version, Some(5));
+    assert_eq!(st.schema_version, Some(6));
     assert!(st.pgvector_version.unwrap().starts_with("0.8"));
     let counts = st.counts.unwrap();
     assert_eq!((counts.memories, counts.pending_embeddings), (0, 0));
@@ -172,14 +172,15 @@ async fn external_mode_end_to_end() -> anyhow::Result<()> {
     // One Event per migration (whichever operator replica applied it).
     let events = wait_for(WAIT, "an Event per migration", || async {
         let ev = events_text(&ns, "mem").await?;
-        let mut versions: Vec<&str> = ev
+        let mut versions: Vec<i64> = ev
             .iter()
             .filter(|(r, _)| r == "MigrationApplied")
             .filter_map(|(_, n)| n.strip_prefix("applied schema migration "))
-            .filter_map(|n| n.split(' ').next())
+            .filter_map(|n| n.split(' ').next()?.parse().ok())
             .collect();
         versions.sort();
-        Ok((versions == ["1", "2", "3", "4", "5"]).then_some(ev.clone()))
+        let every: Vec<i64> = (1..=aienv::memory::schema::latest_version()).collect();
+        Ok((versions == every).then_some(ev.clone()))
     })
     .await?;
     let everything = format!("{events:?} {:?}", api.get("mem").await?.status);

@@ -5,13 +5,13 @@
 //! the pod spec shipped is one that embeds the store's memories. Removing the provider removes
 //! the workers.
 
-use std::{collections::BTreeMap, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use aienv::memory::{Memories, MemoryType, NewMemory, store_connect_options};
 use aienv_tests::{
     embed_server::EmbedServer,
-    jobs::aienv_bin,
-    stores::{apply_store, external_scenario, wait_condition},
+    jobs::{container_env, spawn_container},
+    stores::{apply_store, external_scenario, wait_condition, wait_condition_message},
     testenv::wait_for,
 };
 use anyhow::{Context, Result, ensure};
@@ -22,37 +22,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 const DIMS: usize = 4;
 const ROWS: usize = 25;
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The value of `name` in the container's env: a literal, or the Secret key it references.
-async fn resolve_env(
-    secrets: &Api<Secret>,
-    env: &[k8s_openapi::api::core::v1::EnvVar],
-) -> Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for e in env {
-        let value = match (&e.value, &e.value_from) {
-            (Some(v), _) => v.clone(),
-            (None, Some(from)) => {
-                let r = from
-                    .secret_key_ref
-                    .as_ref()
-                    .with_context(|| format!("{}: only secretKeyRef is expected", e.name))?;
-                let s = secrets.get(&r.name).await?;
-                let bytes = s
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&r.key))
-                    .with_context(|| {
-                        format!("{}: Secret {} has no key {}", e.name, r.name, r.key)
-                    })?;
-                String::from_utf8(bytes.0.clone())?
-            }
-            (None, None) => String::new(),
-        };
-        out.insert(e.name.clone(), value);
-    }
-    Ok(out)
-}
 
 #[tokio::test]
 async fn the_worker_deployment_the_controller_ships_embeds_the_stores_memories() -> Result<()> {
@@ -89,7 +58,7 @@ async fn the_worker_deployment_the_controller_ships_embeds_the_stores_memories()
     let secrets: Api<Secret> = ns.api();
     let pod = spec.template.spec.context("pod spec")?;
     let container = &pod.containers[0];
-    let env = resolve_env(&secrets, container.env.as_deref().unwrap_or_default()).await?;
+    let env = container_env(&secrets, container.env.as_deref().unwrap_or_default()).await?;
     let uri: PgConnectOptions = env["AIENV_DATABASE_URL"].parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(2)
@@ -101,19 +70,52 @@ async fn the_worker_deployment_the_controller_ships_embeds_the_stores_memories()
         .collect();
     memories.store_batch(&rows).await?;
 
+    // The provider answers vectors of the wrong size: the worker writes nothing, and the store
+    // says what is wrong, with both sizes, instead of only "0 of 2 available".
+    server.set_dims(DIMS * 2);
+
     // The container's command, as a local process: only its env (and a free port for /metrics).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = tokio::process::Command::new(aienv_bin())
-        .args(container.args.clone().unwrap_or_default())
-        .env_clear()
-        .envs(&env)
-        .env("AIENV_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = spawn_container(container, &env)?;
+    let reported = wait_condition(api, "mem", "WorkersReady", "False", "DimensionMismatch").await;
+    let reported = match reported {
+        Ok(s) => s,
+        Err(e) => {
+            child.start_kill()?;
+            let out = child.wait_with_output().await?;
+            anyhow::bail!(
+                "{e:?}; the worker said: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let (_, _, msg) =
+        aienv_tests::conditions::condition(&reported, "WorkersReady").context("WorkersReady")?;
+    ensure!(
+        msg.contains(&format!("returned {}-dimensional", DIMS * 2))
+            && msg.contains(&format!("vector({DIMS})")),
+        "{msg}"
+    );
+    let ready = aienv_tests::conditions::condition(&reported, "Ready").context("Ready")?;
+    ensure!(
+        ready.0 == "True",
+        "the store stays Ready (it takes and serves memories without vectors): {ready:?}"
+    );
+    let written: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM memories WHERE embedding IS NOT NULL")
+            .fetch_one(&pool)
+            .await?;
+    ensure!(written == 0, "{written} vectors of the wrong size written");
+    wait_for(WAIT, "an Event naming the mismatch", || async {
+        let events = aienv_tests::stores::events_text(ns, "mem").await?;
+        Ok(events
+            .iter()
+            .any(|(reason, note)| reason == "DimensionMismatch" && note.contains("vector(4)"))
+            .then_some(()))
+    })
+    .await?;
+
+    // Fixed: the worker's next try embeds, and the store hears the provider answers again.
+    server.set_dims(DIMS);
     let embedded = wait_for(WAIT, "every memory embedded by the worker", || async {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM memories WHERE embedding IS NOT NULL AND embedding_model = 'test-embed'",
@@ -132,6 +134,7 @@ async fn the_worker_deployment_the_controller_ships_embeds_the_stores_memories()
         );
     }
     ensure!(server.seen().len() == ROWS, "each text embedded once");
+    wait_condition_message(api, "mem", "WorkersReady", "False", "the provider answers").await?;
     child.start_kill()?;
     child.wait().await?;
 

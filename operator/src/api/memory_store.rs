@@ -266,19 +266,49 @@ pub enum Metric {
     InnerProduct,
 }
 
-/// An embedding API.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Where the workers get vectors: an embedding API, or the model run inside the worker.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.type == 'local' ? !has(self.url) : has(self.url)")
+    .message("embedding.provider.url is required for ollama, openai and tei, and must be unset for type local (the model runs inside the worker)"))]
+#[x_kube(validation = Rule::new("self.type != 'local' || has(self.modelDirectory) || has(self.modelVolume)")
+    .message("embedding.provider type local needs modelDirectory (the model's directory in the worker's image) or modelVolume (a PersistentVolumeClaim holding the model)"))]
+#[x_kube(validation = Rule::new("self.type == 'local' || (!has(self.modelDirectory) && !has(self.modelVolume))")
+    .message("embedding.provider.modelDirectory and modelVolume are for type local only"))]
+#[x_kube(validation = Rule::new("self.type != 'local' || !has(self.secretRef)")
+    .message("embedding.provider type local takes no secretRef: nothing is sent anywhere"))]
 #[serde(rename_all = "camelCase")]
 pub struct EmbeddingProvider {
-    /// API dialect: ollama, openai or tei (Hugging Face text-embeddings-inference).
+    /// ollama, openai or tei (Hugging Face text-embeddings-inference) for an API; local for a
+    /// sentence-transformers model in safetensors format run inside the worker (no server).
     #[serde(rename = "type")]
     pub type_: EmbeddingProviderType,
-    /// Base URL of the embedding API.
+    /// Base URL of the embedding API (not for local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
-    pub url: String,
+    pub url: Option<String>,
     /// Secret key holding an API key, if the API needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
+    /// local: the model's directory (config.json, model.safetensors, tokenizer.json) — an
+    /// absolute path in the worker's image (a derived image), or, with modelVolume, a path
+    /// inside that volume (default: its root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.contains('..')")
+        .message("embedding.provider.modelDirectory must not contain '..'"))]
+    #[schemars(length(min = 1, max = 1024))]
+    pub model_directory: Option<String>,
+    /// local: a PersistentVolumeClaim holding the model, mounted read-only into the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_volume: Option<ModelVolume>,
+}
+
+/// A PersistentVolumeClaim with an embedding model in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelVolume {
+    /// The claim's name, in the store's namespace. ReadOnlyMany lets several workers share it.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
 }
 
 /// Embedding API dialect.
@@ -288,6 +318,8 @@ pub enum EmbeddingProviderType {
     Ollama,
     Openai,
     Tei,
+    /// The model runs inside the worker (candle), from modelDirectory / modelVolume.
+    Local,
 }
 
 /// An in-cluster embedding server.

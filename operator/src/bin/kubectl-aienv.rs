@@ -1,4 +1,5 @@
-//! `kubectl aienv`: status of environments and their children, LLM profile switching, backups.
+//! `kubectl aienv`: status of environments and their children, LLM profile switching, backups,
+//! memory search.
 #![forbid(unsafe_code)]
 
 use aienv::plugin;
@@ -29,6 +30,40 @@ enum Command {
     Backup {
         #[command(subcommand)]
         command: BackupCommand,
+    },
+    /// Agent memory in a MemoryStore.
+    Memory {
+        #[command(subcommand)]
+        command: MemoryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemoryCommand {
+    /// What an agent would find for TEXT: the query embedded by the store's provider, hybrid
+    /// (vector + full-text) search, best first.
+    Search {
+        store: String,
+        text: String,
+        /// How many memories.
+        #[arg(short, default_value_t = 10)]
+        k: u32,
+        /// Only this agent's memories.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only this session's memories.
+        #[arg(long)]
+        session: Option<String>,
+        /// The database from here (e.g. a port-forward), instead of the `<store>-app` Secret's
+        /// host; that Secret's user, password and database are kept unless given.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// The embedding API from here, instead of the store's embedding.provider.url.
+        #[arg(long)]
+        provider_url: Option<String>,
+        /// For a local-model store: the model's directory on this machine.
+        #[arg(long)]
+        model_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -95,6 +130,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let token = token.unwrap_or_else(|| jiff::Timestamp::now().as_second().to_string());
             plugin::backup::now(&client, &ns, &schedule, &token).await?
+        }
+        Command::Memory {
+            command:
+                MemoryCommand::Search {
+                    store,
+                    text,
+                    k,
+                    agent,
+                    session,
+                    database_url,
+                    provider_url,
+                    model_dir,
+                },
+        } => {
+            let opts = plugin::memory::SearchOptions {
+                k,
+                filter: aienv::memory::Filter {
+                    agent_id: agent,
+                    session_id: session,
+                    memory_type: None,
+                },
+                database_url,
+                reach: aienv::embed::query::Reach {
+                    base_url: provider_url,
+                    model_dir,
+                    ..Default::default()
+                },
+            };
+            plugin::memory::search(&client, &ns, &store, &text, opts).await?
         }
     };
     print!("{out}");

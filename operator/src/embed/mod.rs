@@ -11,6 +11,8 @@ pub mod metrics;
 pub mod ollama;
 pub mod openai;
 pub mod provider;
+pub mod query;
+pub mod report;
 pub mod retry;
 pub mod worker;
 
@@ -253,10 +255,27 @@ pub async fn run(args: EmbedWorkerArgs) -> anyhow::Result<()> {
                 .model
         }
     };
-    let provider = args.build_provider(&model)?;
+    // From here on a failure is also written where the operator reads it (WorkersReady), so a
+    // crash-looping pod says why on the MemoryStore.
+    let reporter = report::Reporter::new(
+        pool.clone(),
+        report::worker_name(),
+        args.provider.name(),
+        model.clone(),
+    );
     let mut registry = Registry::default();
     let metrics = metrics::EmbedMetrics::register(&mut registry);
-    let worker = Worker::open(pool.clone(), provider, args.worker_config(), metrics).await?;
+    let opened = match args.build_provider(&model) {
+        Ok(provider) => Worker::open(pool.clone(), provider, args.worker_config(), metrics).await,
+        Err(e) => Err(e),
+    };
+    let worker = match opened {
+        Ok(w) => w.with_reporter(reporter),
+        Err(e) => {
+            reporter.report(report::Health::failing(&e)).await;
+            return Err(e.into());
+        }
+    };
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let http = tokio::spawn(crate::runtime::http::serve(

@@ -25,8 +25,13 @@ use super::{
     error::EmbedError,
     metrics::{EmbedMetrics, OutcomeLabel, ReasonLabel},
     provider::{Provider, ProviderError},
+    report::{Health, Reporter},
     retry::Backoff,
 };
+
+/// What an idle worker with a reporter embeds to learn whether the provider answers (and with
+/// the store's dimensions) before any row is pending.
+pub const PROBE_TEXT: &str = "aienv embedding provider probe";
 
 /// Claimable rows, oldest first, through `memories_embed_queue_idx` (migration 5). `$1` the
 /// batch size. Public so `bench-embed`'s baseline issues exactly this statement.
@@ -150,6 +155,7 @@ pub struct Worker {
     config: WorkerConfig,
     metrics: EmbedMetrics,
     dimensions: u32,
+    reporter: Option<Reporter>,
 }
 
 struct Claimed {
@@ -194,7 +200,56 @@ impl Worker {
             config,
             metrics,
             dimensions: store.dimensions,
+            reporter: None,
         })
+    }
+
+    /// Report what the provider does to the operator (`aienv_embed_workers`); an idle worker then
+    /// also probes the provider until it has answered once, and again while it fails.
+    pub fn with_reporter(mut self, reporter: Reporter) -> Self {
+        self.reporter = Some(reporter);
+        self
+    }
+
+    /// One probe request (no retries: the loop's backoff paces probes): does the provider answer
+    /// with vectors of the store's size?
+    pub async fn probe(&self) -> Result<(), EmbedError> {
+        let vectors = self.provider.embed(&[PROBE_TEXT.to_string()]).await?;
+        match vectors.first() {
+            Some(v) if v.len() == self.dimensions as usize => Ok(()),
+            Some(v) => Err(self.dimension_mismatch(v.len())),
+            None => Err(ProviderError::BadResponse("no vector for the probe".into()).into()),
+        }
+    }
+
+    fn dimension_mismatch(&self, got: usize) -> EmbedError {
+        EmbedError::DimensionMismatch {
+            expected: self.dimensions,
+            got,
+            model: self.provider.model().to_string(),
+        }
+    }
+
+    async fn note(&self, health: Health) {
+        if let Some(r) = &self.reporter {
+            r.report(health).await;
+        }
+    }
+
+    /// Idle: with a reporter, probe unless the provider is known to answer. `Err` when it fails.
+    async fn idle_check(&self) -> Result<(), EmbedError> {
+        let Some(r) = &self.reporter else {
+            return Ok(());
+        };
+        if r.last() != Some(Health::Answering)
+            && let Err(e) = self.probe().await
+        {
+            r.report(Health::failing(&e)).await;
+            return Err(e);
+        }
+        // Unchanged: only the heartbeat writes.
+        r.report(Health::Answering).await;
+        Ok(())
     }
 
     /// Recount the pending rows into the gauge; returns the count.
@@ -251,11 +306,7 @@ impl Worker {
                     }
                     for (i, v) in range.zip(vectors) {
                         if v.len() != self.dimensions as usize {
-                            return Err(EmbedError::DimensionMismatch {
-                                expected: self.dimensions,
-                                got: v.len(),
-                                model: self.provider.model().to_string(),
-                            });
+                            return Err(self.dimension_mismatch(v.len()));
                         }
                         results[i] = Some(if v.iter().all(|x| x.is_finite()) {
                             RowResult::Vector(v)
@@ -421,12 +472,28 @@ impl Worker {
                     break;
                 }
                 Some(Ok(o)) if o.claimed == 0 => {
-                    failures = 0;
-                    self.config.idle_poll
+                    let mut stopped = stop.clone();
+                    // A probe of a provider that does not answer must not hold up a stop.
+                    let checked = tokio::select! {
+                        r = self.idle_check() => r,
+                        _ = stopped.wait_for(|s| *s) => break,
+                    };
+                    match checked {
+                        Ok(()) => {
+                            failures = 0;
+                            self.config.idle_poll
+                        }
+                        Err(e) => {
+                            warn!(error = %e, reason = e.label(), "the embedding provider does not answer usefully");
+                            failures = failures.saturating_add(1);
+                            self.config.backoff.delay(failures - 1, None)
+                        }
+                    }
                 }
                 Some(Ok(o)) => {
                     failures = 0;
                     total += o;
+                    self.note(Health::Answering).await;
                     continue;
                 }
                 Some(Err(e)) => {
@@ -435,6 +502,7 @@ impl Worker {
                         .get_or_create(&ReasonLabel { reason: e.label() })
                         .inc();
                     warn!(error = %e, reason = e.label(), "batch released without writing");
+                    self.note(Health::failing(&e)).await;
                     failures = failures.saturating_add(1);
                     self.config.backoff.delay(failures - 1, None)
                 }
@@ -445,6 +513,9 @@ impl Worker {
             }
         }
         let _ = self.refresh_pending().await;
+        if let Some(r) = &self.reporter {
+            r.withdraw().await;
+        }
         info!(?total, "embedding worker stopped");
         total
     }

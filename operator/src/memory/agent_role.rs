@@ -32,6 +32,13 @@ fn wanted_privileges(schema: &str) -> Vec<(&'static str, String, &'static str)> 
         format!("{schema}.aienv_store_config"),
         "SELECT",
     ));
+    for p in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
+        v.push((
+            "has_table_privilege",
+            format!("{schema}.aienv_embed_workers"),
+            p,
+        ));
+    }
     for seq in ["memories_id_seq", "agent_conversations_id_seq"] {
         v.push(("has_sequence_privilege", format!("{schema}.{seq}"), "USAGE"));
     }

@@ -1,6 +1,9 @@
 //! [`Memories`]: the memory API's handle on one store's database, carrying the store's layout.
 
-use sqlx::{PgPool, Row};
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
 
 use super::{
     ddl::{self, metric_from_tag},
@@ -21,6 +24,9 @@ pub struct Memories {
     pub search_breadth: u32,
     /// Upper bound on tuples an iterative index scan visits for a filtered query.
     pub max_scan_tuples: u32,
+    /// The breadth every connection of the pool starts with ([`Memories::connect`]): an
+    /// unfiltered search at that breadth is one statement, no transaction.
+    pub(super) session_breadth: Option<u32>,
 }
 
 /// Default for [`Memories::max_scan_tuples`]: high enough that a 0.1 %-selective filter over 100k
@@ -62,6 +68,53 @@ impl Memories {
             index_kind: kind,
             search_breadth: breadth,
             max_scan_tuples: DEFAULT_MAX_SCAN_TUPLES,
+            session_breadth: None,
+        })
+    }
+
+    /// Open the API with a pool of its own whose connections start with the store's search
+    /// settings (startup parameters: no statement of their own), so an unfiltered search is one
+    /// round trip: no BEGIN, no `set_config`, no COMMIT, and no ping before each use. Filtered
+    /// searches still set their iterative-scan settings in a transaction. `options` are the
+    /// store's ([`super::store_connect_options`]). A connection the server dropped surfaces as
+    /// one failed call and is then replaced.
+    pub async fn connect(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, MemoryError> {
+        let first = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let layout = Self::open(first.clone()).await;
+        first.close().await;
+        let layout = layout?;
+        let prefix = if layout.index_kind == "ivfflat" {
+            "ivfflat"
+        } else {
+            "hnsw"
+        };
+        let breadth_setting = if prefix == "ivfflat" {
+            "ivfflat.probes"
+        } else {
+            "hnsw.ef_search"
+        };
+        let options = options.options([
+            (
+                breadth_setting.to_string(),
+                layout.search_breadth.to_string(),
+            ),
+            (format!("{prefix}.iterative_scan"), "off".to_string()),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            session_breadth: Some(layout.search_breadth),
+            ..layout
         })
     }
 

@@ -30,14 +30,18 @@ pub const INDEX_BUILD_LOCK_KEY: i64 = 0x6169_656e_7669_6478;
 pub const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// Every table the migrations create; with the owner record, what `deletionPolicy: Delete` drops.
-pub const OWNED_TABLES: [&str; 4] = [
+pub const OWNED_TABLES: [&str; 5] = [
     "memories",
     "agent_conversations",
     "aienv_store_config",
+    WORKERS_TABLE,
     MIGRATIONS_TABLE,
 ];
 
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+/// Where embedding workers report what they last found (migration 6).
+pub const WORKERS_TABLE: &str = "aienv_embed_workers";
+
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (
         1,
         "vector extension",
@@ -62,6 +66,11 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         5,
         "embedding queue",
         include_str!("../../migrations/0005_embedding_queue.sql"),
+    ),
+    (
+        6,
+        "embedding workers",
+        include_str!("../../migrations/0006_embed_workers.sql"),
     ),
 ];
 
@@ -527,8 +536,8 @@ mod tests {
     fn migrations_are_ordered_and_complete() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
-        assert_eq!(latest_version(), 5);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(latest_version(), 6);
         assert_eq!(m.table_name, MIGRATIONS_TABLE);
     }
 

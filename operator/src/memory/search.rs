@@ -95,11 +95,15 @@ impl Memories {
              WHERE true{clauses} ORDER BY embedding {op} $1 LIMIT $2) \
              SELECT * FROM nearest WHERE distance IS NOT NULL ORDER BY distance, id"
         );
-        let mut tx = self.pool.begin().await?;
-        self.session_settings(&mut tx, !filter.is_empty()).await?;
         let q = sqlx::query(AssertSqlSafe(sql))
             .bind(Vector::from(query.to_vec()))
             .bind(limit);
+        // The pool's connections already search like this: one statement.
+        if filter.is_empty() && self.session_breadth == Some(self.search_breadth) {
+            return distance_hits(&q.fetch_all(&self.pool).await?);
+        }
+        let mut tx = self.pool.begin().await?;
+        self.session_settings(&mut tx, !filter.is_empty()).await?;
         let rows = bind_filter(q, filter).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         distance_hits(&rows)

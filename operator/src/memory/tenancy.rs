@@ -144,6 +144,8 @@ pub fn agent_grants(schema: &str, role: &str) -> Vec<String> {
             "GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.memories, {schema}.agent_conversations TO {role}"
         ),
         format!("GRANT SELECT ON {schema}.aienv_store_config TO {role}"),
+        // The embedding workers connect as the agents' role and report here.
+        format!("GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.aienv_embed_workers TO {role}"),
         format!(
             "GRANT USAGE, SELECT ON SEQUENCE {schema}.memories_id_seq, {schema}.agent_conversations_id_seq TO {role}"
         ),

@@ -2,6 +2,7 @@
 //! the commands are thin reads and one patch.
 
 pub mod backup;
+pub mod memory;
 pub mod table;
 
 use anyhow::{Context as _, Result, bail};

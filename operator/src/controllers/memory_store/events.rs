@@ -114,3 +114,28 @@ pub async fn prepared(
         .await;
     }
 }
+
+/// A change of `WorkersReady` (status or reason) is an Event: a worker reporting a failure (wrong
+/// dimensions, provider unreachable) or a name conflict is a Warning; pods on their way and a
+/// scale to zero are Normal, like workers back at work.
+pub async fn workers_changed(
+    ctx: &Context,
+    oref: &ObjectReference,
+    old: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    new: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) {
+    let get = |c| crate::conditions::get(c, super::status::WORKERS_READY);
+    let Some(now) = get(new) else { return };
+    if get(old).map(|c| (&c.status, &c.reason)) == Some((&now.status, &now.reason)) {
+        return;
+    }
+    let type_ = if now.status == "True"
+        || ["WorkersUnavailable", "ScaledToZero"].contains(&now.reason.as_str())
+    {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    ctx.event(oref, type_, &now.reason, "Embed", now.message.clone())
+        .await;
+}

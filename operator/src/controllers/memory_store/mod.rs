@@ -345,7 +345,14 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             WorkersState::NotConfigured
         }
         Some(d) => match set.add(d, Lifetime::Owned).await? {
-            Ok(applied) => workers::state(&applied),
+            Ok(applied) => {
+                // Unreadable reports (an old schema, a lost connection) only leave them out.
+                let reports = crate::embed::report::read_reports(&pool)
+                    .boxed()
+                    .await
+                    .unwrap_or_default();
+                workers::state(&applied, reports)
+            }
             Err(c) => WorkersState::Conflict(c.to_string()),
         },
     };
@@ -600,6 +607,14 @@ async fn write_status(
             index: IndexReport::Building(_),
             ..
         } => Action::requeue(BUILD_POLL),
+        // Workers report a fixed provider only through the database: look again soon.
+        Finding::Prepared { .. }
+            if status::workers_condition(&workers).is_some_and(|c| {
+                c.status != crate::conditions::Status::True && c.reason != "ScaledToZero"
+            }) =>
+        {
+            Action::requeue(Duration::from_secs(15))
+        }
         Finding::Prepared { .. } => Action::requeue(Duration::from_secs(60)),
         Finding::Invalid(_) => Action::await_change(),
         _ => Action::requeue(Duration::from_secs(15)),
@@ -635,7 +650,9 @@ async fn write_status(
         reference: &store.object_ref(&()),
         progressing: &[],
     };
-    writer.write(ctx, &api, name, &old, &new, false).await?;
+    if writer.write(ctx, &api, name, &old, &new, false).await? {
+        events::workers_changed(ctx, writer.reference, &old.conditions, &new.conditions).await;
+    }
     Ok(requeue)
 }
 

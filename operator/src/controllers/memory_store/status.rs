@@ -66,7 +66,9 @@ fn index_text(layout: &StoreLayout) -> String {
 
 /// `WorkersReady`, or `None` when there is nothing to say (no workers; or not looked at, and the
 /// last word stands). The workers do not gate `Ready`: the store takes and serves memories
-/// without them, only their vectors wait.
+/// without them, only their vectors wait. A worker's own report of a failing provider (wrong
+/// dimensions, unreachable, refused) comes first: it says what to fix, where "0 of 2 available"
+/// would only say that something is wrong.
 pub fn workers_condition(w: &WorkersState) -> Option<Desired> {
     match w {
         WorkersState::NotObserved | WorkersState::NotConfigured => None,
@@ -80,20 +82,63 @@ pub fn workers_condition(w: &WorkersState) -> Option<Desired> {
             "ScaledToZero",
             "workers.replicas is 0: memories keep embedding = NULL until it is raised",
         )),
-        WorkersState::Scaled { desired, available } if available >= desired => {
-            Some(Desired::true_(
-                WORKERS_READY,
-                "WorkersAvailable",
-                format!("{available} of {desired} workers available"),
-            ))
+        WorkersState::Scaled {
+            desired,
+            available,
+            reports,
+        } => {
+            let failing: Vec<_> = reports.iter().filter(|r| !r.ok).collect();
+            if let Some(first) = failing.first() {
+                let more = match failing.len() - 1 {
+                    0 => String::new(),
+                    n => format!(" (and {n} more failing)"),
+                };
+                return Some(Desired::false_(
+                    WORKERS_READY,
+                    condition_reason(first.reason.as_deref()),
+                    format!(
+                        "worker {}: {}{more}; {available} of {desired} workers available",
+                        first.worker,
+                        first.message.as_deref().unwrap_or("failing")
+                    ),
+                ));
+            }
+            let answered = if reports.is_empty() {
+                ""
+            } else {
+                "; the provider answers"
+            };
+            if available >= desired {
+                Some(Desired::true_(
+                    WORKERS_READY,
+                    "WorkersAvailable",
+                    format!("{available} of {desired} workers available{answered}"),
+                ))
+            } else {
+                Some(Desired::false_(
+                    WORKERS_READY,
+                    "WorkersUnavailable",
+                    format!(
+                        "{available} of {desired} workers available{answered} (kubectl describe deployment of component embedding-worker says why)"
+                    ),
+                ))
+            }
         }
-        WorkersState::Scaled { desired, available } => Some(Desired::false_(
-            WORKERS_READY,
-            "WorkersUnavailable",
-            format!(
-                "{available} of {desired} workers available (kubectl describe deployment of component embedding-worker says why)"
-            ),
-        )),
+    }
+}
+
+/// A worker's error label as a condition reason; rows come from the database, so anything that
+/// is not a valid reason (another version's label, a hand-made row) reads as WorkerFailing.
+fn condition_reason(label: Option<&str>) -> String {
+    match label {
+        Some(l)
+            if l.len() <= 64
+                && l.starts_with(|c: char| c.is_ascii_alphabetic())
+                && l.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            l.to_string()
+        }
+        _ => "WorkerFailing".to_string(),
     }
 }
 
@@ -309,6 +354,52 @@ mod tests {
         assert!(idx.message.contains("40%"), "{}", idx.message);
         assert_eq!(get(&c, READY).status, crate::conditions::Status::True);
         assert!(get(&c, READY).message.contains("not built yet"));
+    }
+
+    #[test]
+    fn a_workers_report_says_what_to_fix_before_availability() {
+        use crate::embed::report::WorkerReport;
+        let report = |worker: &str, reason: Option<&str>| {
+            WorkerReport {
+            worker: worker.into(),
+            ok: reason.is_none(),
+            reason: reason.map(Into::into),
+            message: reason.map(|_| "the provider returned 8-dimensional vectors but this store's embedding column is vector(4)".into()),
+        }
+        };
+        let c = workers_condition(&WorkersState::Scaled {
+            desired: 2,
+            available: 2,
+            reports: vec![
+                report("w-a", Some("DimensionMismatch")),
+                report("w-b", Some("DimensionMismatch")),
+            ],
+        })
+        .unwrap();
+        assert_eq!(c.status, crate::conditions::Status::False);
+        assert_eq!(c.reason, "DimensionMismatch");
+        assert!(
+            c.message.starts_with("worker w-a: the provider returned 8"),
+            "{}",
+            c.message
+        );
+        assert!(c.message.contains("(and 1 more failing)"), "{}", c.message);
+        let c = workers_condition(&WorkersState::Scaled {
+            desired: 1,
+            available: 1,
+            reports: vec![report("w-a", None)],
+        })
+        .unwrap();
+        assert_eq!(c.reason, "WorkersAvailable");
+        assert!(c.message.contains("the provider answers"), "{}", c.message);
+        // A label that is no condition reason never reaches the API server.
+        let c = workers_condition(&WorkersState::Scaled {
+            desired: 1,
+            available: 0,
+            reports: vec![report("w-a", Some("not a reason!"))],
+        })
+        .unwrap();
+        assert_eq!(c.reason, "WorkerFailing");
     }
 
     #[test]

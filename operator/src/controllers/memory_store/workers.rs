@@ -8,8 +8,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec,
-            PodTemplateSpec, Probe, Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
+            PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe, Volume,
+            VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -21,14 +22,35 @@ use kube::{Resource, ResourceExt};
 
 use super::children::{LABEL_CLIENT, LABEL_COMPONENT, app_secret_name, child_labels, secret_env};
 use crate::{
-    api::memory_store::{EmbeddingProviderType, MemoryStore},
+    api::memory_store::{EmbeddingProvider, EmbeddingProviderType, MemoryStore},
     backup::env::DATABASE_URL,
     controller::pods::{restricted_container_security, restricted_pod_security},
-    embed::API_KEY_ENV,
+    embed::{API_KEY_ENV, MODEL_DIR_ENV, ProviderKind, report::WorkerReport},
 };
 
 pub const COMPONENT_WORKER: &str = "embedding-worker";
 const HTTP_PORT: i32 = 8080;
+
+/// Where a `modelVolume` is mounted in the workers (read-only).
+pub const MODEL_MOUNT: &str = "/var/lib/aienv/model";
+const MODEL_VOLUME: &str = "model";
+
+/// The local model's directory as the worker sees it: under the volume's mount when there is
+/// one (`modelDirectory` relative to its root), else `modelDirectory` in the image.
+pub fn local_model_dir(provider: &EmbeddingProvider) -> String {
+    let dir = provider.model_directory.as_deref().unwrap_or("");
+    match &provider.model_volume {
+        Some(_) => {
+            let inner = dir.trim_matches('/');
+            if inner.is_empty() {
+                MODEL_MOUNT.to_string()
+            } else {
+                format!("{MODEL_MOUNT}/{inner}")
+            }
+        }
+        None => dir.to_string(),
+    }
+}
 
 pub fn deployment_name(store: &str) -> String {
     format!("{store}-embed")
@@ -67,24 +89,51 @@ pub fn deployment(store: &MemoryStore, image: &str) -> Option<Deployment> {
     // Labelled as a client of the store, so the managed store's NetworkPolicy admits it.
     let mut pod_labels: BTreeMap<String, String> = selector.clone();
     pod_labels.insert(LABEL_CLIENT.into(), name.clone());
-    // TEI serves the OpenAI-compatible /v1/embeddings.
-    let protocol = match provider.type_ {
-        EmbeddingProviderType::Ollama => "ollama",
-        EmbeddingProviderType::Openai | EmbeddingProviderType::Tei => "openai",
-    };
+    let protocol = ProviderKind::of(provider.type_).name();
     let app = app_secret_name(&name);
     let mut env = vec![
         secret_env(DATABASE_URL, &app, "uri"),
         secret_env("AIENV_STORE_SCHEMA", &app, "schema"),
         literal("AIENV_EMBED_PROVIDER", protocol),
-        literal("AIENV_EMBED_BASE_URL", provider.url.clone()),
         literal("AIENV_EMBED_MODEL", store.spec.embedding.model.clone()),
         literal("AIENV_EMBED_BATCH_SIZE", workers.batch_size.to_string()),
         literal("AIENV_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         literal("RUST_LOG", "info"),
     ];
+    if let Some(url) = &provider.url {
+        env.push(literal("AIENV_EMBED_BASE_URL", url.clone()));
+    }
     if let Some(r) = &provider.secret_ref {
         env.push(secret_env(API_KEY_ENV, &r.name, &r.key));
+    }
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    if provider.type_ == EmbeddingProviderType::Local {
+        env.push(literal(MODEL_DIR_ENV, local_model_dir(provider)));
+        if let Some(v) = &provider.model_volume {
+            mounts.push(VolumeMount {
+                name: MODEL_VOLUME.into(),
+                mount_path: MODEL_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            volumes.push(Volume {
+                name: MODEL_VOLUME.into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: v.claim_name.clone(),
+                    read_only: Some(true),
+                }),
+                ..Default::default()
+            });
+        }
     }
     let mut labels = child_labels(&name);
     labels.insert(LABEL_COMPONENT.into(), COMPONENT_WORKER.into());
@@ -130,18 +179,10 @@ pub fn deployment(store: &MemoryStore, image: &str) -> Option<Deployment> {
                         readiness_probe: Some(http_probe("/readyz", 5)),
                         resources: workers.resources.clone(),
                         security_context: Some(restricted_container_security()),
-                        volume_mounts: Some(vec![VolumeMount {
-                            name: "tmp".into(),
-                            mount_path: "/tmp".into(),
-                            ..Default::default()
-                        }]),
+                        volume_mounts: Some(mounts),
                         ..Default::default()
                     }],
-                    volumes: Some(vec![Volume {
-                        name: "tmp".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -161,12 +202,14 @@ pub enum WorkersState {
     Scaled {
         desired: i32,
         available: i32,
+        /// What the running workers last found (`aienv_embed_workers`), by worker name.
+        reports: Vec<WorkerReport>,
     },
     /// An object of the Deployment's name that the operator did not create.
     Conflict(String),
 }
 
-pub fn state(applied: &Deployment) -> WorkersState {
+pub fn state(applied: &Deployment, reports: Vec<WorkerReport>) -> WorkersState {
     let desired = applied.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let status = applied.status.clone().unwrap_or_default();
     // A rollout is current only once the controller has seen this generation.
@@ -178,6 +221,7 @@ pub fn state(applied: &Deployment) -> WorkersState {
         } else {
             0
         },
+        reports,
     }
 }
 
@@ -282,6 +326,57 @@ mod tests {
     }
 
     #[test]
+    fn a_local_model_comes_from_a_read_only_claim_or_the_image() {
+        let s = store(
+            "  embedding:\n    dimensions: 384\n    model: all-MiniLM-L6-v2\n    provider: {type: local, modelVolume: {claimName: models}, modelDirectory: minilm/}\n",
+        );
+        let d = deployment(&s, "aienv:1").unwrap();
+        let env = env_of(&d);
+        assert_eq!(env["AIENV_EMBED_PROVIDER"].value.as_deref(), Some("local"));
+        assert_eq!(
+            env[MODEL_DIR_ENV].value.as_deref(),
+            Some("/var/lib/aienv/model/minilm")
+        );
+        assert!(!env.contains_key("AIENV_EMBED_BASE_URL"));
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let claim = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find_map(|v| v.persistent_volume_claim)
+            .unwrap();
+        assert_eq!(
+            (claim.claim_name.as_str(), claim.read_only),
+            ("models", Some(true))
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.mount_path == MODEL_MOUNT)
+            .unwrap();
+        assert_eq!(mount.read_only, Some(true));
+
+        // Baked into a derived image: the path as given, no volume.
+        let s = store(
+            "  embedding:\n    provider: {type: local, modelDirectory: /opt/models/minilm}\n",
+        );
+        let d = deployment(&s, "aienv:1").unwrap();
+        assert_eq!(
+            env_of(&d)[MODEL_DIR_ENV].value.as_deref(),
+            Some("/opt/models/minilm")
+        );
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        assert!(
+            pod.volumes
+                .unwrap()
+                .iter()
+                .all(|v| v.persistent_volume_claim.is_none())
+        );
+    }
+
+    #[test]
     fn availability_counts_only_for_the_current_generation() {
         let mut d = Deployment::default();
         d.metadata.generation = Some(2);
@@ -295,18 +390,20 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            state(&d),
+            state(&d, vec![]),
             WorkersState::Scaled {
                 desired: 2,
-                available: 0
+                available: 0,
+                reports: vec![]
             }
         );
         d.status.as_mut().unwrap().observed_generation = Some(2);
         assert_eq!(
-            state(&d),
+            state(&d, vec![]),
             WorkersState::Scaled {
                 desired: 2,
-                available: 2
+                available: 2,
+                reports: vec![]
             }
         );
     }
