@@ -164,3 +164,102 @@ async fn the_worker_deployment_the_controller_ships_embeds_the_stores_memories()
     pool.close().await;
     sc.finish().await
 }
+
+#[tokio::test]
+async fn an_embedding_server_is_run_behind_a_service_and_the_workers_use_it() -> Result<()> {
+    let Some(sc) = external_scenario("memstore-server").await? else {
+        return Ok(());
+    };
+    let (ns, api) = (&sc.ns, &sc.api);
+    let external = serde_json::json!({"connectionSecretRef": {"name": "pg", "key": "uri"}});
+    apply_store(
+        api,
+        "mem",
+        serde_json::json!({"mode": "external", "external": external,
+            "embedding": {"dimensions": 384, "model": "BAAI/bge-small-en-v1.5",
+                          "provider": {"type": "tei"},
+                          "server": {"image": "text-embeddings-inference:cpu-1.8", "replicas": 1}}}),
+    )
+    .await?;
+    wait_condition(api, "mem", "Ready", "True", "StoreReady").await?;
+    let deployments: Api<Deployment> = ns.api();
+    let services: Api<k8s_openapi::api::core::v1::Service> = ns.api();
+    let server = wait_for(WAIT, "the server's Deployment", || async {
+        deployments
+            .get_opt("mem-embed-server")
+            .await
+            .map_err(Into::into)
+    })
+    .await?;
+    let pod = server.spec.context("spec")?.template;
+    let labels = pod.metadata.context("labels")?.labels.unwrap_or_default();
+    let c = &pod.spec.context("pod spec")?.containers[0];
+    ensure!(c.image.as_deref() == Some("text-embeddings-inference:cpu-1.8"));
+    ensure!(
+        c.args.as_deref().unwrap_or_default()[..2] == ["--model-id", "BAAI/bge-small-en-v1.5"],
+        "{:?}",
+        c.args
+    );
+    let svc = services.get("mem-embed-server").await?;
+    let selector = svc.spec.and_then(|s| s.selector).unwrap_or_default();
+    ensure!(
+        !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v)),
+        "the Service selects the server's pods: {selector:?} vs {labels:?}"
+    );
+    // The workers are pointed at the Service.
+    let workers = deployments.get("mem-embed").await?;
+    let env = workers
+        .spec
+        .context("spec")?
+        .template
+        .spec
+        .context("pod")?
+        .containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let url = env
+        .iter()
+        .find(|e| e.name == "AIENV_EMBED_BASE_URL")
+        .and_then(|e| e.value.clone());
+    ensure!(
+        url.as_deref() == Some(&format!("http://mem-embed-server.{}.svc", ns.name())[..]),
+        "{url:?}"
+    );
+    // No image of it runs on this control plane: the store says the server is not there yet.
+    wait_condition_message(api, "mem", "EmbeddingServerReady", "False", "0 of 1").await?;
+
+    // A server of one's own instead: the operator's goes, Service and all.
+    apply_store(
+        api,
+        "mem",
+        serde_json::json!({"mode": "external", "external": external,
+            "embedding": {"dimensions": 384, "model": "BAAI/bge-small-en-v1.5",
+                          "provider": {"type": "tei", "url": "http://tei.models.svc"}}}),
+    )
+    .await?;
+    wait_for(
+        WAIT,
+        "the server's Deployment and Service deleted",
+        || async {
+            let gone = deployments.get_opt("mem-embed-server").await?.is_none()
+                && services.get_opt("mem-embed-server").await?.is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await?;
+    wait_for(WAIT, "EmbeddingServerReady removed", || async {
+        let s = api.get("mem").await?;
+        Ok(
+            aienv_tests::conditions::condition(&s, "EmbeddingServerReady")
+                .is_none()
+                .then_some(()),
+        )
+    })
+    .await?;
+    ensure!(
+        deployments.get_opt("mem-embed").await?.is_some(),
+        "the workers stay"
+    );
+    sc.finish().await
+}

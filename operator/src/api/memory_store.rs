@@ -215,7 +215,11 @@ fn default_instances() -> u32 {
 }
 
 /// The embedding model and where it is served.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("!has(self.provider) || self.provider.type == 'local' || has(self.provider.url) || has(self.server)")
+    .message("embedding.provider.url is required for ollama, openai and tei, unless embedding.server runs the server (the workers then use its Service)"))]
+#[x_kube(validation = Rule::new("!has(self.server) || (has(self.provider) && (self.provider.type == 'tei' || self.provider.type == 'ollama'))")
+    .message("embedding.server needs embedding.provider of type tei or ollama: it says which server the image is and how the workers speak to it"))]
 #[serde(rename_all = "camelCase")]
 pub struct Embedding {
     /// Vector dimensions of the model (768 for nomic-embed-text).
@@ -232,7 +236,8 @@ pub struct Embedding {
     /// Where the workers send text to be embedded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<EmbeddingProvider>,
-    /// Optional in-cluster embedding server run by the operator.
+    /// Optional in-cluster embedding server run by the operator (a text-embeddings-inference or
+    /// Ollama image, per provider.type), behind the Service `<store>-embed-server`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<EmbeddingServer>,
 }
@@ -268,8 +273,8 @@ pub enum Metric {
 
 /// Where the workers get vectors: an embedding API, or the model run inside the worker.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[x_kube(validation = Rule::new("self.type == 'local' ? !has(self.url) : has(self.url)")
-    .message("embedding.provider.url is required for ollama, openai and tei, and must be unset for type local (the model runs inside the worker)"))]
+#[x_kube(validation = Rule::new("self.type != 'local' || !has(self.url)")
+    .message("embedding.provider.url must be unset for type local (the model runs inside the worker)"))]
 #[x_kube(validation = Rule::new("self.type != 'local' || has(self.modelDirectory) || has(self.modelVolume)")
     .message("embedding.provider type local needs modelDirectory (the model's directory in the worker's image) or modelVolume (a PersistentVolumeClaim holding the model)"))]
 #[x_kube(validation = Rule::new("self.type == 'local' || (!has(self.modelDirectory) && !has(self.modelVolume))")
@@ -282,7 +287,8 @@ pub struct EmbeddingProvider {
     /// sentence-transformers model in safetensors format run inside the worker (no server).
     #[serde(rename = "type")]
     pub type_: EmbeddingProviderType,
-    /// Base URL of the embedding API (not for local).
+    /// Base URL of the embedding API (not for local); with embedding.server, default its
+    /// Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2048))]
     pub url: Option<String>,
@@ -326,9 +332,12 @@ pub enum EmbeddingProviderType {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EmbeddingServer {
-    /// Server image (e.g. an Ollama or text-embeddings-inference image).
+    /// Server image: text-embeddings-inference for provider.type tei, Ollama for ollama.
+    #[schemars(length(min = 1, max = 512))]
     pub image: String,
-    /// Model the server loads.
+    /// Model the server loads (a Hugging Face model id for TEI, an Ollama model name); the
+    /// store's embedding.model when unset. Downloaded by the server at start unless the image
+    /// holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default = "default_one")]

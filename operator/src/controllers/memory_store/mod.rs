@@ -8,6 +8,7 @@ pub mod deletion;
 mod events;
 pub mod index_builds;
 pub mod pools;
+pub mod server;
 pub mod status;
 pub mod workers;
 
@@ -185,19 +186,35 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action> {
     .await
 }
 
-type Observed = (Finding, Option<Endpoint>, Option<Counts>, WorkersState);
+type Observed = (Finding, Option<Endpoint>, Option<Counts>, Embedders);
+
+/// How far the store's embedding workers and its embedding server are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Embedders {
+    pub workers: WorkersState,
+    pub server: WorkersState,
+}
+
+impl Embedders {
+    fn not_observed() -> Self {
+        Self {
+            workers: WorkersState::NotObserved,
+            server: WorkersState::NotObserved,
+        }
+    }
+}
 
 /// Provision what the mode needs, connect, claim the schema, migrate, build the index and the
 /// agents' login, and report.
 async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Result<Observed> {
     let ctx = &state.ctx;
-    let invalid = |p: Problem| Ok((Finding::Invalid(p), None, None, WorkersState::NotObserved));
+    let invalid = |p: Problem| Ok((Finding::Invalid(p), None, None, Embedders::not_observed()));
     let not_connected = |p: Problem| {
         Ok((
             Finding::NotConnected(p),
             None,
             None,
-            WorkersState::NotObserved,
+            Embedders::not_observed(),
         ))
     };
     let layout = match StoreLayout::from_spec(&store.spec) {
@@ -289,7 +306,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
                 )),
                 Some(endpoint),
                 None,
-                WorkersState::NotObserved,
+                Embedders::not_observed(),
             ));
         }
     };
@@ -305,7 +322,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
             )),
             Some(endpoint),
             None,
-            WorkersState::NotObserved,
+            Embedders::not_observed(),
         ));
     }
     let prepared = match schema::prepare(&pool, &target, &layout).boxed().await {
@@ -319,7 +336,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
                 },
                 Some(endpoint),
                 None,
-                WorkersState::NotObserved,
+                Embedders::not_observed(),
             ));
         }
     };
@@ -333,10 +350,30 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
     // The workers connect with that Secret, so they come after it. Without a provider there are
     // none; their Deployment is looked for (to delete it) only if this store reported workers,
     // so an operator without rights on Deployments still serves stores that have none.
-    let had_workers = store
-        .status
-        .as_ref()
-        .is_some_and(|s| conditions::get(&s.conditions, status::WORKERS_READY).is_some());
+    let reported = |type_: &str| {
+        store
+            .status
+            .as_ref()
+            .is_some_and(|s| conditions::get(&s.conditions, type_).is_some())
+    };
+    let had_workers = reported(status::WORKERS_READY);
+    // The embedding server likewise (its Service is looked for only if it ran).
+    let server = match server::server(store) {
+        None => {
+            if reported(status::SERVER_READY) {
+                set.expect::<Deployment>().await?;
+                set.expect::<Service>().await?;
+            }
+            WorkersState::NotConfigured
+        }
+        Some((d, svc)) => match set.add(d, Lifetime::Owned).await? {
+            Ok(applied) => match set.add(svc, Lifetime::Owned).await? {
+                Ok(_) => workers::state(&applied, vec![]),
+                Err(c) => WorkersState::Conflict(c.to_string()),
+            },
+            Err(c) => WorkersState::Conflict(c.to_string()),
+        },
+    };
     let workers = match workers::deployment(store, &ctx.job_image) {
         None => {
             if had_workers {
@@ -372,7 +409,7 @@ async fn observe(store: &MemoryStore, ns: &str, name: &str, state: &State) -> Re
         },
         Some(endpoint),
         counts,
-        workers,
+        Embedders { workers, server },
     ))
 }
 
@@ -599,7 +636,7 @@ async fn write_status(
     store: &MemoryStore,
     ns: &str,
     name: &str,
-    (finding, endpoint, counts, workers): Observed,
+    (finding, endpoint, counts, Embedders { workers, server }): Observed,
     ctx: &Context,
 ) -> Result<Action> {
     let requeue = match &finding {
@@ -609,9 +646,12 @@ async fn write_status(
         } => Action::requeue(BUILD_POLL),
         // Workers report a fixed provider only through the database: look again soon.
         Finding::Prepared { .. }
-            if status::workers_condition(&workers).is_some_and(|c| {
-                c.status != crate::conditions::Status::True && c.reason != "ScaledToZero"
-            }) =>
+            if status::workers_condition(&workers)
+                .into_iter()
+                .chain(status::server_condition(&server))
+                .any(|c| {
+                    c.status != crate::conditions::Status::True && c.reason != "ScaledToZero"
+                }) =>
         {
             Action::requeue(Duration::from_secs(15))
         }
@@ -628,8 +668,12 @@ async fn write_status(
     if workers == WorkersState::NotConfigured {
         conditions::remove(&mut conds, &[status::WORKERS_READY]);
     }
+    if server == WorkersState::NotConfigured {
+        conditions::remove(&mut conds, &[status::SERVER_READY]);
+    }
     let mut desired = status::conditions(&finding);
     desired.extend(status::workers_condition(&workers));
+    desired.extend(status::server_condition(&server));
     let conds = conditions::merge(&conds, desired, store.metadata.generation, &now);
     let mut new = MemoryStoreStatus {
         observed_generation: store.metadata.generation,

@@ -15,6 +15,7 @@ pub const SCHEMA_READY: &str = "SchemaReady";
 pub const INDEX_READY: &str = "IndexReady";
 pub const REINDEX_REQUIRED: &str = "ReindexRequired";
 pub const WORKERS_READY: &str = "WorkersReady";
+pub const SERVER_READY: &str = "EmbeddingServerReady";
 pub const READY: &str = "Ready";
 
 /// What this reconcile learned about the database.
@@ -124,6 +125,40 @@ pub fn workers_condition(w: &WorkersState) -> Option<Desired> {
                 ))
             }
         }
+    }
+}
+
+/// `EmbeddingServerReady`, or `None` without `embedding.server`. Like the workers, it does not
+/// gate `Ready`; the workers' own reports say whether the server answers.
+pub fn server_condition(s: &WorkersState) -> Option<Desired> {
+    match s {
+        WorkersState::NotObserved | WorkersState::NotConfigured => None,
+        WorkersState::Conflict(message) => Some(Desired::false_(
+            SERVER_READY,
+            "ChildConflict",
+            message.clone(),
+        )),
+        WorkersState::Scaled { desired: 0, .. } => Some(Desired::false_(
+            SERVER_READY,
+            "ScaledToZero",
+            "embedding.server.replicas is 0: the workers have no server to send text to",
+        )),
+        WorkersState::Scaled {
+            desired, available, ..
+        } if available >= desired => Some(Desired::true_(
+            SERVER_READY,
+            "ServerAvailable",
+            format!("{available} of {desired} embedding server replicas available"),
+        )),
+        WorkersState::Scaled {
+            desired, available, ..
+        } => Some(Desired::false_(
+            SERVER_READY,
+            "ServerUnavailable",
+            format!(
+                "{available} of {desired} embedding server replicas available (kubectl describe deployment of component embedding-server says why: image pull, model download, resources)"
+            ),
+        )),
     }
 }
 

@@ -56,7 +56,7 @@ pub fn deployment_name(store: &str) -> String {
     format!("{store}-embed")
 }
 
-fn literal(name: &str, value: impl Into<String>) -> EnvVar {
+pub(super) fn literal(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
         value: Some(value.into()),
@@ -64,7 +64,7 @@ fn literal(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
-fn http_probe(path: &str, period: i32) -> Probe {
+pub(super) fn http_probe(path: &str, period: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -100,8 +100,17 @@ pub fn deployment(store: &MemoryStore, image: &str) -> Option<Deployment> {
         literal("AIENV_HTTP_ADDR", format!("0.0.0.0:{HTTP_PORT}")),
         literal("RUST_LOG", "info"),
     ];
-    if let Some(url) = &provider.url {
-        env.push(literal("AIENV_EMBED_BASE_URL", url.clone()));
+    // The operator's own server when the store runs one and names no other URL.
+    let url = provider.url.clone().or_else(|| {
+        store
+            .spec
+            .embedding
+            .server
+            .as_ref()
+            .map(|_| super::server::server_url(store))
+    });
+    if let Some(url) = url {
+        env.push(literal("AIENV_EMBED_BASE_URL", url));
     }
     if let Some(r) = &provider.secret_ref {
         env.push(secret_env(API_KEY_ENV, &r.name, &r.key));

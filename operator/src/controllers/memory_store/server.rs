@@ -1,0 +1,271 @@
+//! The in-cluster embedding server of a MemoryStore (`spec.embedding.server`): a Deployment of a
+//! text-embeddings-inference or Ollama image serving the store's model, and a Service the
+//! workers are pointed at when `provider.url` is unset. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{
+            Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Service,
+            ServicePort, ServiceSpec, Volume, VolumeMount,
+        },
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+use kube::{Resource, ResourceExt};
+
+use super::{
+    children::{LABEL_COMPONENT, child_labels},
+    workers::{http_probe, literal},
+};
+use crate::{
+    api::memory_store::{EmbeddingProviderType, EmbeddingServer, MemoryStore},
+    controller::pods::{restricted_container_security, restricted_pod_security},
+};
+
+pub const COMPONENT_SERVER: &str = "embedding-server";
+/// The Service's port (the workers' URL has none).
+const SERVICE_PORT: i32 = 80;
+/// Where the server keeps the model it downloads (an emptyDir: the root filesystem is read-only).
+const DATA: &str = "/data";
+
+pub fn server_name(store: &str) -> String {
+    format!("{store}-embed-server")
+}
+
+/// The URL the workers reach the server at: the Service's cluster DNS name.
+pub fn server_url(store: &MemoryStore) -> String {
+    format!(
+        "http://{}.{}.svc",
+        server_name(&store.name_any()),
+        store.namespace().unwrap_or_default()
+    )
+}
+
+/// How each server image is run: its port, args, env and health path.
+struct Flavour {
+    port: i32,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    ready_path: &'static str,
+}
+
+fn flavour(t: EmbeddingProviderType, model: &str) -> Option<Flavour> {
+    match t {
+        // The image's entrypoint is text-embeddings-router.
+        EmbeddingProviderType::Tei => Some(Flavour {
+            port: 8080,
+            args: vec![
+                "--model-id".into(),
+                model.into(),
+                "--port".into(),
+                "8080".into(),
+                // Texts past the model's limit are cut, not refused (docs/embedding.md).
+                "--auto-truncate".into(),
+            ],
+            env: vec![
+                ("HUGGINGFACE_HUB_CACHE", DATA.into()),
+                ("HOME", DATA.into()),
+            ],
+            ready_path: "/health",
+        }),
+        // `ollama serve` answers before the model is there; it is pulled once it listens, and
+        // the readiness path lists the models, so a pod is ready once Ollama serves.
+        EmbeddingProviderType::Ollama => Some(Flavour {
+            port: 11434,
+            args: vec![],
+            env: vec![
+                ("OLLAMA_HOST", "0.0.0.0:11434".into()),
+                ("OLLAMA_MODELS", format!("{DATA}/models")),
+                ("HOME", DATA.into()),
+            ],
+            ready_path: "/api/tags",
+        }),
+        EmbeddingProviderType::Openai | EmbeddingProviderType::Local => None,
+    }
+}
+
+fn selector(store: &str) -> BTreeMap<String, String> {
+    let mut s = child_labels(store);
+    s.insert(LABEL_COMPONENT.into(), COMPONENT_SERVER.into());
+    s
+}
+
+fn meta(store: &MemoryStore) -> ObjectMeta {
+    let name = store.name_any();
+    ObjectMeta {
+        name: Some(server_name(&name)),
+        namespace: store.namespace(),
+        labels: Some(selector(&name)),
+        owner_references: store.controller_owner_ref(&()).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// The server's Deployment and Service, or `None` without `embedding.server` (admission only
+/// lets a server go with a tei or ollama provider).
+pub fn server(store: &MemoryStore) -> Option<(Deployment, Service)> {
+    let server: &EmbeddingServer = store.spec.embedding.server.as_ref()?;
+    let provider = store.spec.embedding.provider.as_ref()?;
+    let model = server
+        .model
+        .clone()
+        .unwrap_or_else(|| store.spec.embedding.model.clone());
+    let f = flavour(provider.type_, &model)?;
+    let name = store.name_any();
+    let mut env: Vec<_> = f.env.iter().map(|(k, v)| literal(k, v.clone())).collect();
+    if provider.type_ == EmbeddingProviderType::Ollama {
+        env.push(literal("AIENV_OLLAMA_MODEL", model.clone()));
+    }
+    let (command, args) = match provider.type_ {
+        EmbeddingProviderType::Ollama => (
+            Some(vec!["/bin/sh".into(), "-c".into()]),
+            Some(vec![
+                "ollama serve & until ollama list >/dev/null 2>&1; do sleep 1; done; ollama pull \"$AIENV_OLLAMA_MODEL\"; wait".into(),
+            ]),
+        ),
+        _ => (None, Some(f.args.clone())),
+    };
+    let deployment = Deployment {
+        metadata: meta(store),
+        spec: Some(DeploymentSpec {
+            replicas: Some(server.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(&name)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(selector(&name)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(restricted_pod_security()),
+                    containers: vec![Container {
+                        name: "server".into(),
+                        image: Some(server.image.clone()),
+                        image_pull_policy: Some("IfNotPresent".into()),
+                        command,
+                        args,
+                        env: Some(env),
+                        ports: Some(vec![ContainerPort {
+                            name: Some("http".into()),
+                            container_port: f.port,
+                            protocol: Some("TCP".into()),
+                            ..Default::default()
+                        }]),
+                        readiness_probe: Some(http_probe(f.ready_path, 10)),
+                        resources: server.resources.clone(),
+                        security_context: Some(restricted_container_security()),
+                        volume_mounts: Some(vec![VolumeMount {
+                            name: "data".into(),
+                            mount_path: DATA.into(),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }],
+                    volumes: Some(vec![Volume {
+                        name: "data".into(),
+                        empty_dir: Some(EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    };
+    let service = Service {
+        metadata: meta(store),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(selector(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: SERVICE_PORT,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    };
+    Some((deployment, service))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(embedding: &str) -> MemoryStore {
+        let mut s: MemoryStore = serde_saphyr::from_str(&format!(
+            "apiVersion: aienv.orchestr8.io/v1alpha1\nkind: MemoryStore\nmetadata: {{name: mem, namespace: team}}\nspec:\n  mode: external\n  external: {{connectionSecretRef: {{name: db, key: uri}}}}\n  embedding:\n{embedding}"
+        ))
+        .unwrap();
+        s.metadata.uid = Some("u1".into());
+        s
+    }
+
+    #[test]
+    fn tei_serves_the_stores_model_behind_a_service() {
+        let s = store(
+            "    dimensions: 384\n    model: BAAI/bge-small-en-v1.5\n    provider: {type: tei}\n    server: {image: 'tei:cpu-1.8', replicas: 2}\n",
+        );
+        let (d, svc) = server(&s).unwrap();
+        assert_eq!(d.metadata.name.as_deref(), Some("mem-embed-server"));
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("tei:cpu-1.8"));
+        let args = c.args.clone().unwrap();
+        assert_eq!(&args[..2], ["--model-id", "BAAI/bge-small-en-v1.5"]);
+        assert!(args.contains(&"--auto-truncate".to_string()));
+        assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(true)
+        );
+        // The Service selects exactly the server's pods.
+        let sel = svc.spec.unwrap().selector.unwrap();
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert!(sel.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        assert_eq!(sel[LABEL_COMPONENT], COMPONENT_SERVER);
+        assert_eq!(server_url(&s), "http://mem-embed-server.team.svc");
+    }
+
+    #[test]
+    fn ollama_pulls_the_model_it_serves() {
+        let s = store(
+            "    model: nomic-embed-text\n    provider: {type: ollama}\n    server: {image: 'ollama:0.12'}\n",
+        );
+        let (d, _) = server(&s).unwrap();
+        let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
+        assert!(c.args.unwrap()[0].contains("ollama pull"));
+        let env: BTreeMap<String, String> = c
+            .env
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        assert_eq!(env["AIENV_OLLAMA_MODEL"], "nomic-embed-text");
+        assert_eq!(env["OLLAMA_MODELS"], "/data/models");
+    }
+
+    #[test]
+    fn no_server_without_the_field() {
+        assert!(server(&store("    provider: {type: tei, url: 'http://tei'}\n")).is_none());
+    }
+}
