@@ -480,3 +480,72 @@ async fn a_connected_handle_searches_with_the_stores_settings_without_a_transact
     connected.pool().close().await;
     db.cleanup().await
 }
+
+#[tokio::test]
+async fn a_half_precision_index_is_used_by_search_and_keeps_recall() -> anyhow::Result<()> {
+    let Some(env) = require_env() else {
+        return Ok(());
+    };
+    let db = env.test_database("mem_half").await?;
+    let dims = 32usize;
+    let prepared = db
+        .prepare(&layout(
+            "mode: external\nembedding: {dimensions: 32}\nindex: {hnsw: {m: 16, efConstruction: 64}, precision: half}\n",
+        ))
+        .await?;
+    assert!(
+        matches!(&prepared.index, IndexState::Ready(n) if n.ends_with("_half")),
+        "{:?}",
+        prepared.index
+    );
+    let mem = Memories::open(db.pool.clone()).await?;
+    assert_eq!(mem.precision, aienv::api::memory_store::Precision::Half);
+    let mut rnd = noise(23);
+    for _ in 0..3 {
+        let batch: Vec<NewMemory> = (0..1000)
+            .map(|n| {
+                let mut m = NewMemory::new(format!("row {n}"), MemoryType::Rag);
+                m.embedding = Some(unit(&(0..dims).map(|_| rnd()).collect::<Vec<_>>()));
+                m
+            })
+            .collect();
+        mem.store_batch(&batch).await?;
+    }
+    sqlx::query("ANALYZE memories").execute(&db.pool).await?;
+    // The half index serves the API's query (the column stays full precision): its scan count
+    // goes up by the API's searches, read on the one connection that made them.
+    let one = db.pool_on(TEST_SCHEMA, 1).await?;
+    let scans = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&one)
+            .await?;
+        sqlx::query("SELECT 1").execute(&one).await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT coalesce(sum(idx_scan), 0)::bigint FROM pg_stat_user_indexes WHERE indexrelname LIKE '%\\_half'",
+        )
+        .fetch_one(&one)
+        .await?;
+        anyhow::Ok(n)
+    };
+    let before = scans().await?;
+    let on_one = Memories::open(one.clone()).await?;
+    for _ in 0..3 {
+        let q: Vec<f32> = unit(&(0..dims).map(|_| rnd()).collect::<Vec<_>>());
+        on_one.search_vector(&q, 10, &Filter::default()).await?;
+    }
+    let after = scans().await?;
+    assert!(after >= before + 3, "half index scans {before} -> {after}");
+    let (mut found, mut wanted) = (0, 0);
+    for _ in 0..10 {
+        let q: Vec<f32> = unit(&(0..dims).map(|_| rnd()).collect::<Vec<_>>());
+        let got = mem.search_vector(&q, 10, &Filter::default()).await?;
+        let exact = mem.search_vector_exact(&q, 10, &Filter::default()).await?;
+        assert_eq!(got.len(), 10);
+        let truth: std::collections::HashSet<i64> = exact.iter().map(|h| h.id).collect();
+        found += got.iter().filter(|h| truth.contains(&h.id)).count();
+        wanted += truth.len();
+    }
+    let recall = found as f64 / wanted as f64;
+    assert!(recall >= 0.9, "recall {recall:.3}");
+    db.cleanup().await
+}

@@ -3,7 +3,7 @@
 //! a user ever reaches the SQL text.
 
 use crate::{
-    api::memory_store::{MAX_INDEXED_DIMENSIONS, MemoryStoreSpec, Metric},
+    api::memory_store::{MAX_INDEXED_DIMENSIONS, MemoryStoreSpec, Metric, Precision},
     controller::Problem,
 };
 
@@ -26,6 +26,8 @@ pub struct StoreLayout {
     pub index: IndexKind,
     /// Query-time candidate list (hnsw.ef_search) or lists probed (ivfflat.probes).
     pub search_breadth: u32,
+    /// What the index holds (the column is always full precision).
+    pub precision: Precision,
 }
 
 impl StoreLayout {
@@ -92,6 +94,7 @@ impl StoreLayout {
             metric: e.metric,
             index,
             search_breadth,
+            precision: spec.index.precision,
         })
     }
 
@@ -126,24 +129,41 @@ impl StoreLayout {
     /// new index (built concurrently) and the old one dropped after.
     pub fn index_name(&self) -> String {
         let metric = metric_tag(self.metric);
+        // Float keeps the names earlier versions built, so an upgrade rebuilds nothing.
+        let half = match self.precision {
+            Precision::Float => "",
+            Precision::Half => "_half",
+        };
         match self.index {
             IndexKind::Hnsw { m, ef_construction } => {
-                format!("{INDEX_PREFIX}hnsw_{metric}_m{m}_efc{ef_construction}")
+                format!("{INDEX_PREFIX}hnsw_{metric}_m{m}_efc{ef_construction}{half}")
             }
-            IndexKind::IvfFlat { lists } => format!("{INDEX_PREFIX}ivfflat_{metric}_l{lists}"),
+            IndexKind::IvfFlat { lists } => {
+                format!("{INDEX_PREFIX}ivfflat_{metric}_l{lists}{half}")
+            }
         }
+    }
+
+    /// What the index is built on and searches order by: the column, or its halfvec cast.
+    pub fn indexed_expression(&self) -> String {
+        indexed_expression(self.precision, self.dimensions)
     }
 
     /// `CREATE INDEX CONCURRENTLY` for this layout (must run outside a transaction).
     pub fn create_index(&self) -> String {
-        let ops = operator_class(self.metric);
+        let ops = operator_class_for(self.metric, self.precision);
         let name = self.index_name();
+        let on = match self.precision {
+            Precision::Float => self.indexed_expression(),
+            // An expression index takes its expression in parentheses.
+            Precision::Half => format!("({})", self.indexed_expression()),
+        };
         match self.index {
             IndexKind::Hnsw { m, ef_construction } => format!(
-                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {ef_construction})"
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING hnsw ({on} {ops}) WITH (m = {m}, ef_construction = {ef_construction})"
             ),
             IndexKind::IvfFlat { lists } => format!(
-                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING ivfflat (embedding {ops}) WITH (lists = {lists})"
+                "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON memories USING ivfflat ({on} {ops}) WITH (lists = {lists})"
             ),
         }
     }
@@ -164,6 +184,32 @@ pub fn drop_index(name: &str) -> Option<String> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'))
     .then(|| format!("DROP INDEX CONCURRENTLY IF EXISTS \"{name}\""))
+}
+
+/// The column, or its halfvec cast for a half-precision index; `query` likewise for `$n`.
+pub fn indexed_expression(precision: Precision, dimensions: u32) -> String {
+    match precision {
+        Precision::Float => "embedding".into(),
+        Precision::Half => format!("embedding::halfvec({dimensions})"),
+    }
+}
+
+/// The query parameter `$n` as the index compares it.
+pub fn query_expression(precision: Precision, dimensions: u32, n: usize) -> String {
+    match precision {
+        Precision::Float => format!("${n}"),
+        Precision::Half => format!("(${n}::vector)::halfvec({dimensions})"),
+    }
+}
+
+/// pgvector operator class for a metric and index precision.
+pub fn operator_class_for(metric: Metric, precision: Precision) -> &'static str {
+    match (precision, metric) {
+        (Precision::Float, m) => operator_class(m),
+        (Precision::Half, Metric::Cosine) => "halfvec_cosine_ops",
+        (Precision::Half, Metric::L2) => "halfvec_l2_ops",
+        (Precision::Half, Metric::InnerProduct) => "halfvec_ip_ops",
+    }
 }
 
 /// pgvector operator class for a metric.
@@ -294,6 +340,34 @@ mod tests {
         );
         assert!(drop_index("memories_pkey").is_none());
         assert!(drop_index("memories_embedding_x\"; drop table t; --").is_none());
+    }
+
+    #[test]
+    fn a_half_precision_index_is_an_expression_index_of_its_own_name() {
+        let mut s = spec(
+            "mode: external\nembedding: {dimensions: 384}\nindex: {hnsw: {m: 16, efConstruction: 64}, precision: half}\n",
+        );
+        let half = StoreLayout::from_spec(&s).unwrap();
+        assert_eq!(
+            half.create_index(),
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS memories_embedding_hnsw_cosine_m16_efc64_half ON memories USING hnsw ((embedding::halfvec(384)) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)"
+        );
+        assert_eq!(
+            query_expression(half.precision, 384, 1),
+            "($1::vector)::halfvec(384)"
+        );
+        // Float keeps the name and DDL it always had.
+        s.index.precision = Precision::Float;
+        let float = StoreLayout::from_spec(&s).unwrap();
+        assert_eq!(
+            float.index_name(),
+            "memories_embedding_hnsw_cosine_m16_efc64"
+        );
+        assert!(
+            float
+                .create_index()
+                .contains("(embedding vector_cosine_ops)")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::{
     ddl::{self, metric_from_tag},
     error::MemoryError,
 };
-use crate::api::memory_store::Metric;
+use crate::api::memory_store::{Metric, Precision};
 
 /// The memory API over one MemoryStore database.
 #[derive(Clone, Debug)]
@@ -20,6 +20,8 @@ pub struct Memories {
     pub metric: Metric,
     /// hnsw or ivfflat.
     pub index_kind: String,
+    /// What the index holds; searches compare as the index does, so it is used.
+    pub precision: Precision,
     /// hnsw.ef_search or ivfflat.probes used for queries; adjustable per handle.
     pub search_breadth: u32,
     /// Upper bound on tuples an iterative index scan visits for a filtered query.
@@ -66,6 +68,11 @@ impl Memories {
                 MemoryError::Database(format!("unknown metric {metric:?} in aienv_store_config"))
             })?,
             index_kind: kind,
+            precision: if params["precision"] == "half" {
+                Precision::Half
+            } else {
+                Precision::Float
+            },
             search_breadth: breadth,
             max_scan_tuples: DEFAULT_MAX_SCAN_TUPLES,
             session_breadth: None,
@@ -125,6 +132,17 @@ impl Memories {
     /// The distance operator for this store's metric.
     pub(super) fn distance_operator(&self) -> &'static str {
         ddl::distance_operator(self.metric)
+    }
+
+    /// `<column expression> <op> <query $n>` as the index compares them (halfvec for a
+    /// half-precision index, so the planner can use it).
+    pub(super) fn indexed_distance(&self, n: usize) -> String {
+        format!(
+            "{} {} {}",
+            ddl::indexed_expression(self.precision, self.dimensions),
+            self.distance_operator(),
+            ddl::query_expression(self.precision, self.dimensions, n)
+        )
     }
 
     /// A clear error when a vector is not this store's dimension.

@@ -358,6 +358,9 @@ fn index_params(layout: &StoreLayout) -> serde_json::Value {
         }
     };
     v["indexName"] = layout.index_name().into();
+    if layout.precision == crate::api::memory_store::Precision::Half {
+        v["precision"] = "half".into();
+    }
     v
 }
 

@@ -88,11 +88,11 @@ impl Memories {
     ) -> Result<Vec<Hit>, MemoryError> {
         self.check_dimensions(query)?;
         let limit = check_k(k)?;
-        let op = self.distance_operator();
+        let distance = self.indexed_distance(1);
         let (clauses, _) = filter_clauses(filter, 3);
         let sql = format!(
-            "WITH nearest AS MATERIALIZED (SELECT {COLUMNS}, embedding {op} $1 AS distance FROM memories \
-             WHERE true{clauses} ORDER BY embedding {op} $1 LIMIT $2) \
+            "WITH nearest AS MATERIALIZED (SELECT {COLUMNS}, {distance} AS distance FROM memories \
+             WHERE true{clauses} ORDER BY {distance} LIMIT $2) \
              SELECT * FROM nearest WHERE distance IS NOT NULL ORDER BY distance, id"
         );
         let q = sqlx::query(AssertSqlSafe(sql))

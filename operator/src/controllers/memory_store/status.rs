@@ -5,7 +5,7 @@ use crate::{
     conditions::Desired,
     controller::Problem,
     memory::{
-        ddl::{StoreLayout, operator_class},
+        ddl::{StoreLayout, operator_class_for},
         schema::Prepared,
     },
 };
@@ -52,16 +52,20 @@ pub enum IndexReport {
 }
 
 fn index_text(layout: &StoreLayout) -> String {
-    let ops = operator_class(layout.metric);
+    let ops = operator_class_for(layout.metric, layout.precision);
+    let on = match layout.precision {
+        crate::api::memory_store::Precision::Float => format!("vector({})", layout.dimensions),
+        crate::api::memory_store::Precision::Half => {
+            format!("halfvec({}) of the vectors", layout.dimensions)
+        }
+    };
     match layout.index {
-        crate::memory::ddl::IndexKind::Hnsw { m, ef_construction } => format!(
-            "hnsw (m={m}, ef_construction={ef_construction}, {ops}) on vector({})",
-            layout.dimensions
-        ),
-        crate::memory::ddl::IndexKind::IvfFlat { lists } => format!(
-            "ivfflat (lists={lists}, {ops}) on vector({})",
-            layout.dimensions
-        ),
+        crate::memory::ddl::IndexKind::Hnsw { m, ef_construction } => {
+            format!("hnsw (m={m}, ef_construction={ef_construction}, {ops}) on {on}")
+        }
+        crate::memory::ddl::IndexKind::IvfFlat { lists } => {
+            format!("ivfflat (lists={lists}, {ops}) on {on}")
+        }
     }
 }
 

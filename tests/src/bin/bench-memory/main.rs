@@ -20,6 +20,8 @@ use aienv_tests::testenv::{TEST_SCHEMA, TestEnv};
 use anyhow::Context as _;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+mod real;
+
 const DIMS: usize = 768;
 const K: u32 = 20;
 
@@ -30,6 +32,11 @@ struct Args {
     write_rows: usize,
     /// Alternating runs of each search path (best kept).
     repeat: usize,
+    /// `real`: paragraphs of this machine's package docs embedded with MiniLM instead of the
+    /// synthetic clusters (cached outside the repo).
+    real: bool,
+    /// Paragraphs in the real corpus.
+    docs: usize,
 }
 
 fn args() -> Args {
@@ -39,8 +46,14 @@ fn args() -> Args {
         clusters: 100,
         write_rows: 2_000,
         repeat: 3,
+        real: false,
+        docs: 20_000,
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("real") {
+        a.real = true;
+        argv.remove(0);
+    }
     let mut i = 0;
     while i + 1 < argv.len() {
         let v: usize = argv[i + 1].parse().expect("a number");
@@ -50,6 +63,7 @@ fn args() -> Args {
             "--clusters" => a.clusters = v,
             "--write-rows" => a.write_rows = v,
             "--repeat" => a.repeat = v,
+            "--docs" => a.docs = v,
             other => panic!("unknown flag {other}"),
         }
         i += 2;
@@ -250,9 +264,134 @@ async fn truth(
     Ok(out)
 }
 
+/// Float against half precision on the same table and queries: the half index is built beside
+/// the float one (the planner takes each for the expression it serves), then both are searched
+/// alternately; recall against exact search on the full-precision column.
+async fn compare_precision(
+    mem: &Memories,
+    pool: &sqlx::PgPool,
+    layout: &StoreLayout,
+    build_memory: &str,
+    queries: &[Vec<f32>],
+    truth: &[Vec<i64>],
+    repeat: usize,
+) -> anyhow::Result<()> {
+    use aienv::api::memory_store::Precision;
+    let mut half_layout = layout.clone();
+    half_layout.precision = Precision::Half;
+    let mut conn = pool.acquire().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET maintenance_work_mem = '{build_memory}'"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let t = Instant::now();
+    sqlx::query(sqlx::AssertSqlSafe(half_layout.create_index()))
+        .execute(&mut *conn)
+        .await?;
+    let half_build = t.elapsed().as_secs_f64();
+    drop(conn);
+    let size = |name: String| async move {
+        let bytes: i64 = sqlx::query_scalar("SELECT pg_relation_size($1::regclass)")
+            .bind(name)
+            .fetch_one(pool)
+            .await?;
+        anyhow::Ok(bytes as f64 / 1e6)
+    };
+    let (float_mb, half_mb) = (
+        size(layout.index_name()).await?,
+        size(half_layout.index_name()).await?,
+    );
+    let mut half = mem.clone();
+    half.precision = Precision::Half;
+    let (float_s, half_s) = (Searcher::Api(mem.clone()), Searcher::Api(half));
+    for clients in [1, 4] {
+        let (mut f, mut h) = (None::<Run>, None::<Run>);
+        for _ in 0..repeat {
+            let rf = run_with(&float_s, queries, truth, &Filter::default(), clients).await?;
+            let rh = run_with(&half_s, queries, truth, &Filter::default(), clients).await?;
+            if f.as_ref().is_none_or(|b| rf.qps > b.qps) {
+                f = Some(rf);
+            }
+            if h.as_ref().is_none_or(|b| rh.qps > b.qps) {
+                h = Some(rh);
+            }
+        }
+        let (f, h) = (f.expect("repeat >= 1"), h.expect("repeat >= 1"));
+        println!(
+            "precision {clients} client(s): float {:.0} QPS recall {:.3} index {float_mb:.0} MB (baseline); half {:.0} QPS = {:.2}x, recall {:.3}, index {half_mb:.0} MB = {:.2}x (built in {half_build:.1}s)",
+            f.qps,
+            f.recall,
+            h.qps,
+            h.qps / f.qps,
+            h.recall,
+            half_mb / float_mb
+        );
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP INDEX {}",
+        half_layout.index_name()
+    )))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The API at 1 and 4 clients against the bare statement (see [`Searcher::Raw`]).
+async fn compare_round_trips(
+    db: &aienv_tests::testenv::TestDatabase,
+    mem: &Memories,
+    queries: &[Vec<f32>],
+    truth: &[Vec<i64>],
+    exact_qps: f64,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let none = Filter::default();
+    // The bare statement on a pool with the same session settings (baseline), the handle that
+    // sets them per transaction (`open`), and the one whose connections start with them
+    // (`connect`: one statement per unfiltered search). Runs alternate, best of `repeat` each, so
+    // a noisy moment hurts all three alike.
+    let options = aienv::memory::store_connect_options(db.url.parse()?, TEST_SCHEMA);
+    let connected = Memories::connect(options.clone(), 8).await?;
+    let raw_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .test_before_acquire(false)
+        .connect_with(options.options([
+            ("hnsw.ef_search", mem.search_breadth.to_string()),
+            ("hnsw.iterative_scan", "off".to_string()),
+        ]))
+        .await?;
+    let raw = Searcher::Raw(raw_pool.clone());
+    let per_tx = Searcher::Api(mem.clone());
+    let one_statement = Searcher::Api(connected.clone());
+    for clients in [1, 4] {
+        let (mut best_raw, mut best_tx, mut best_one) = (0f64, 0f64, 0f64);
+        let mut recall = 0.0;
+        for _ in 0..repeat {
+            best_raw = best_raw.max(run_with(&raw, queries, truth, &none, clients).await?.qps);
+            best_tx = best_tx.max(run_with(&per_tx, queries, truth, &none, clients).await?.qps);
+            let r = run_with(&one_statement, queries, truth, &none, clients).await?;
+            recall = r.recall;
+            best_one = best_one.max(r.qps);
+        }
+        println!(
+            "hnsw k={K} {clients} client(s): raw SQL {best_raw:.0} QPS (baseline); API per-transaction settings {best_tx:.0} QPS = {:.3}x; API one statement {best_one:.0} QPS = {:.3}x ({:.0}x exact), recall {recall:.3}",
+            best_tx / best_raw,
+            best_one / best_raw,
+            best_one / exact_qps,
+        );
+    }
+    raw_pool.close().await;
+    connected.pool().close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args();
+    if a.real {
+        return real::run(&a).await;
+    }
     let env = TestEnv::load().context("test environment not running: scripts/testenv up")?;
     let db = env.test_database("bench_mem").await?;
     let mut rng = StdRng::seed_from_u64(42);
@@ -373,50 +512,17 @@ async fn main() -> anyhow::Result<()> {
         "exact (baseline, 1 client): {:.1} QPS p50 {:.1} ms p99 {:.1} ms",
         exact.qps, exact.p50, exact.p99
     );
-    // The API's own cost: the bare statement on a pool with the same session settings
-    // (baseline), the handle that sets them per transaction (`open`), and the one whose
-    // connections start with them (`connect`: one statement per unfiltered search). Runs
-    // alternate, best of `a.repeat` each, so a noisy moment hurts all three alike.
-    let options = aienv::memory::store_connect_options(db.url.parse()?, TEST_SCHEMA);
-    let connected = Memories::connect(options.clone(), 8).await?;
-    let raw_pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .test_before_acquire(false)
-        .connect_with(options.options([
-            ("hnsw.ef_search", mem.search_breadth.to_string()),
-            ("hnsw.iterative_scan", "off".to_string()),
-        ]))
-        .await?;
-    let raw = Searcher::Raw(raw_pool.clone());
-    let per_tx = Searcher::Api(mem.clone());
-    let one_statement = Searcher::Api(connected.clone());
-    for clients in [1, 4] {
-        let (mut best_raw, mut best_tx, mut best_one) = (0f64, 0f64, 0f64);
-        let mut recall = 0.0;
-        for _ in 0..a.repeat {
-            best_raw = best_raw.max(
-                run_with(&raw, &queries, &exact_truth, &none, clients)
-                    .await?
-                    .qps,
-            );
-            best_tx = best_tx.max(
-                run_with(&per_tx, &queries, &exact_truth, &none, clients)
-                    .await?
-                    .qps,
-            );
-            let r = run_with(&one_statement, &queries, &exact_truth, &none, clients).await?;
-            recall = r.recall;
-            best_one = best_one.max(r.qps);
-        }
-        println!(
-            "hnsw k={K} {clients} client(s): raw SQL {best_raw:.0} QPS (baseline); API per-transaction settings {best_tx:.0} QPS = {:.3}x; API one statement {best_one:.0} QPS = {:.3}x ({:.0}x exact), recall {recall:.3}",
-            best_tx / best_raw,
-            best_one / best_raw,
-            best_one / exact.qps,
-        );
-    }
-    raw_pool.close().await;
-    connected.pool().close().await;
+    compare_round_trips(&db, &mem, &queries, &exact_truth, exact.qps, a.repeat).await?;
+    compare_precision(
+        &mem,
+        &pool,
+        &layout,
+        &build_memory,
+        &queries,
+        &exact_truth,
+        a.repeat,
+    )
+    .await?;
     for (label, filter) in [
         (
             "0.1%",
