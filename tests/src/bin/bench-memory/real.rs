@@ -80,11 +80,22 @@ async fn corpus(env: &TestEnv, n: usize) -> anyhow::Result<Vec<(String, Vec<f32>
         .collect();
     let model = load_minilm(&env.embed_model_dir()?, None)?;
     let t = Instant::now();
-    let mut out = Vec::with_capacity(n);
-    for chunk in texts.chunks(64) {
-        let vectors = model.embed(chunk).await?;
-        out.extend(chunk.iter().cloned().zip(vectors));
+    // Batches of similar length: a batch is padded to its longest text.
+    let mut by_length = texts.clone();
+    by_length.sort_by_key(String::len);
+    let mut vectors = std::collections::HashMap::with_capacity(n);
+    for chunk in by_length.chunks(32) {
+        for (text, v) in chunk.iter().zip(model.embed(chunk).await?) {
+            vectors.insert(text.clone(), v);
+        }
     }
+    let out: Vec<(String, Vec<f32>)> = texts
+        .into_iter()
+        .map(|t| {
+            let v = vectors[&t].clone();
+            (t, v)
+        })
+        .collect();
     println!(
         "embedded {n} paragraphs with {MINILM} in {:.0}s (cached in {})",
         t.elapsed().as_secs_f64(),
