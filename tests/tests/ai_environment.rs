@@ -499,8 +499,15 @@ async fn network_policies_follow_the_spec_and_everything_is_garbage_collected() 
             .then_some(()))
     })
     .await?;
-    let e = ns.api::<AiEnvironment>().get("dev").await?;
-    assert!(env_condition(&e, "NetworkPolicyReady").is_none());
+    // The status that drops the condition is written after the policies are deleted.
+    let envs = ns.api::<AiEnvironment>();
+    wait_for(WAIT, "NetworkPolicyReady removed", || async {
+        let e = envs.get("dev").await?;
+        Ok(env_condition(&e, "NetworkPolicyReady")
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
 
     // Re-enabled, then the environment is deleted: the garbage collector removes its children.
     apply_env(&ns, "dev", env_spec("claude", 0)).await?;
