@@ -263,6 +263,7 @@ pub async fn run(args: EmbedWorkerArgs) -> anyhow::Result<()> {
         args.provider.name(),
         model.clone(),
     );
+    reporter.sweep().await;
     let mut registry = Registry::default();
     let metrics = metrics::EmbedMetrics::register(&mut registry);
     let opened = match args.build_provider(&model) {

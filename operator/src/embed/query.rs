@@ -29,8 +29,10 @@ pub struct Reach {
     /// The local model's directory on this machine (the store's path is inside the workers).
     pub model_dir: Option<std::path::PathBuf>,
     pub api_key: Option<ApiKey>,
-    pub timeout: Option<Duration>,
 }
+
+/// One query's request: a person or an agent is waiting for it.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The provider a MemoryStore names, built as the workers build it, named as the store's model.
 pub fn store_provider(
@@ -57,7 +59,7 @@ pub fn store_provider(
         &base,
         model,
         reach.api_key,
-        reach.timeout.unwrap_or(Duration::from_secs(30)),
+        QUERY_TIMEOUT,
     )?)
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Written when the state changes and as a heartbeat, never once per batch: a busy worker adds one
 //! statement every [`HEARTBEAT`]. A worker that stops cleanly deletes its row; one that was
-//! killed leaves it, and the operator ignores it once it is older than [`FRESH_FOR`].
+//! killed leaves it, the operator ignores it once it is older than [`FRESH_FOR`], and the next
+//! worker to start deletes it after an hour.
 
 use std::{
     sync::Mutex,
@@ -86,6 +87,16 @@ impl Reporter {
             .map(|(h, _)| h.clone())
     }
 
+    /// Delete the rows of workers gone for an hour (killed, never withdrawn): done by each
+    /// worker as it starts, so the table stays small without a write on the operator's path.
+    pub async fn sweep(&self) {
+        let _ = sqlx::query(
+            "DELETE FROM aienv_embed_workers WHERE seen_at < now() - interval '1 hour'",
+        )
+        .execute(&self.pool)
+        .await;
+    }
+
     /// Record `health` if it differs from the last report or the heartbeat is due. A failure to
     /// write is logged and retried with the next report: reporting never stops the work.
     pub async fn report(&self, health: Health) {
@@ -146,12 +157,9 @@ pub struct WorkerReport {
     pub message: Option<String>,
 }
 
-/// The reports of workers seen within [`FRESH_FOR`], by worker name; rows of workers gone for
-/// an hour are deleted on the way. Runs on a connection whose search_path is the store's schema.
+/// The reports of workers seen within [`FRESH_FOR`], by worker name. Read-only: the operator
+/// looks at this every reconcile. Runs on a connection whose search_path is the store's schema.
 pub async fn read_reports(pool: &PgPool) -> Result<Vec<WorkerReport>, sqlx::Error> {
-    sqlx::query("DELETE FROM aienv_embed_workers WHERE seen_at < now() - interval '1 hour'")
-        .execute(pool)
-        .await?;
     let rows: Vec<(String, bool, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT worker, ok, reason, message FROM aienv_embed_workers \
          WHERE seen_at > now() - make_interval(secs => $1) ORDER BY worker",

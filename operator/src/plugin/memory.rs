@@ -42,16 +42,8 @@ pub async fn search(
     let secret = secrets.get_opt(&app).await?.with_context(|| {
         format!("Secret {app} not found: the store has not given its agents a login yet (kubectl get memorystore {store} says why)")
     })?;
-    let value = |key: &str| -> Result<String> {
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .with_context(|| format!("Secret {app} has no key {key}"))?;
-        Ok(String::from_utf8(bytes.0.clone())?)
-    };
-    let schema = value("schema")?;
-    let options = connect_options(&value("uri")?, opts.database_url.as_deref())?;
+    let schema = key_of(&secret, "schema")?;
+    let options = connect_options(&key_of(&secret, "uri")?, opts.database_url.as_deref())?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(store_connect_options(options, &schema))
@@ -81,12 +73,7 @@ pub async fn search(
                     .get(&r.name)
                     .await
                     .with_context(|| format!("the provider's key Secret {}", r.name))?;
-                let bytes = key
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&r.key))
-                    .with_context(|| format!("Secret {} has no key {}", r.name, r.key))?;
-                reach.api_key = Some(ApiKey::new(String::from_utf8(bytes.0.clone())?));
+                reach.api_key = Some(ApiKey::new(key_of(&key, &r.key)?));
             }
             let provider = query::store_provider(spec, &memories.model, reach)?;
             query::search(&memories, provider.as_ref(), text, opts.k, &opts.filter).await?
@@ -94,6 +81,21 @@ pub async fn search(
     };
     pool.close().await;
     Ok(table(&hits))
+}
+
+/// The text at `key` of `secret`.
+fn key_of(secret: &Secret, key: &str) -> Result<String> {
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .with_context(|| {
+            format!(
+                "Secret {} has no key {key}",
+                secret.metadata.name.as_deref().unwrap_or("?")
+            )
+        })?;
+    Ok(String::from_utf8(bytes.0.clone())?)
 }
 
 /// The Secret's URI, or `--database-url` with the Secret's login and database where it names

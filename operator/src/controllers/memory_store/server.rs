@@ -47,9 +47,11 @@ pub fn server_url(store: &MemoryStore) -> String {
     )
 }
 
-/// How each server image is run: its port, args, env and health path.
+/// How each server image is run: its port, command (the image's own when `None`), args, env and
+/// health path.
 struct Flavour {
     port: i32,
+    command: Option<Vec<String>>,
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
     ready_path: &'static str,
@@ -60,6 +62,7 @@ fn flavour(t: EmbeddingProviderType, model: &str) -> Option<Flavour> {
         // The image's entrypoint is text-embeddings-router.
         EmbeddingProviderType::Tei => Some(Flavour {
             port: 8080,
+            command: None,
             args: vec![
                 "--model-id".into(),
                 model.into(),
@@ -76,13 +79,18 @@ fn flavour(t: EmbeddingProviderType, model: &str) -> Option<Flavour> {
         }),
         // `ollama serve` answers before the model is there; it is pulled once it listens, and
         // the readiness path lists the models, so a pod is ready once Ollama serves.
+        // The model goes in through the environment, never spliced into the shell line.
         EmbeddingProviderType::Ollama => Some(Flavour {
             port: 11434,
-            args: vec![],
+            command: Some(vec!["/bin/sh".into(), "-c".into()]),
+            args: vec![
+                "ollama serve & until ollama list >/dev/null 2>&1; do sleep 1; done; ollama pull \"$AIENV_OLLAMA_MODEL\"; wait".into(),
+            ],
             env: vec![
                 ("OLLAMA_HOST", "0.0.0.0:11434".into()),
                 ("OLLAMA_MODELS", format!("{DATA}/models")),
                 ("HOME", DATA.into()),
+                ("AIENV_OLLAMA_MODEL", model.into()),
             ],
             ready_path: "/api/tags",
         }),
@@ -118,19 +126,7 @@ pub fn server(store: &MemoryStore) -> Option<(Deployment, Service)> {
         .unwrap_or_else(|| store.spec.embedding.model.clone());
     let f = flavour(provider.type_, &model)?;
     let name = store.name_any();
-    let mut env: Vec<_> = f.env.iter().map(|(k, v)| literal(k, v.clone())).collect();
-    if provider.type_ == EmbeddingProviderType::Ollama {
-        env.push(literal("AIENV_OLLAMA_MODEL", model.clone()));
-    }
-    let (command, args) = match provider.type_ {
-        EmbeddingProviderType::Ollama => (
-            Some(vec!["/bin/sh".into(), "-c".into()]),
-            Some(vec![
-                "ollama serve & until ollama list >/dev/null 2>&1; do sleep 1; done; ollama pull \"$AIENV_OLLAMA_MODEL\"; wait".into(),
-            ]),
-        ),
-        _ => (None, Some(f.args.clone())),
-    };
+    let env: Vec<_> = f.env.iter().map(|(k, v)| literal(k, v.clone())).collect();
     let deployment = Deployment {
         metadata: meta(store),
         spec: Some(DeploymentSpec {
@@ -152,8 +148,8 @@ pub fn server(store: &MemoryStore) -> Option<(Deployment, Service)> {
                         name: "server".into(),
                         image: Some(server.image.clone()),
                         image_pull_policy: Some("IfNotPresent".into()),
-                        command,
-                        args,
+                        command: f.command,
+                        args: Some(f.args),
                         env: Some(env),
                         ports: Some(vec![ContainerPort {
                             name: Some("http".into()),

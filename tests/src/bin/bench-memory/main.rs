@@ -337,6 +337,45 @@ async fn compare_precision(
     Ok(())
 }
 
+/// Exact search (baseline), the API against the bare statement, and float against half: the
+/// unfiltered figures every corpus gets.
+async fn unfiltered(
+    db: &aienv_tests::testenv::TestDatabase,
+    mem: &Memories,
+    pool: &sqlx::PgPool,
+    layout: &StoreLayout,
+    build_memory: &str,
+    queries: &[Vec<f32>],
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let none = Filter::default();
+    let exact_truth = truth(mem, queries, &none).await?;
+    let exact = run_queries(
+        mem,
+        &queries[..queries.len().min(50)],
+        &exact_truth,
+        &none,
+        1,
+        true,
+    )
+    .await?;
+    println!(
+        "exact (baseline, 1 client): {:.1} QPS p50 {:.1} ms p99 {:.1} ms",
+        exact.qps, exact.p50, exact.p99
+    );
+    compare_round_trips(db, mem, queries, &exact_truth, exact.qps, repeat).await?;
+    compare_precision(
+        mem,
+        pool,
+        layout,
+        build_memory,
+        queries,
+        &exact_truth,
+        repeat,
+    )
+    .await
+}
+
 /// The API at 1 and 4 clients against the bare statement (see [`Searcher::Raw`]).
 async fn compare_round_trips(
     db: &aienv_tests::testenv::TestDatabase,
@@ -497,32 +536,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let queries: Vec<Vec<f32>> = (0..a.queries).map(|_| corpus.point(&mut rng)).collect();
-    let none = Filter::default();
-    let exact_truth = truth(&mem, &queries, &none).await?;
-    let exact = run_queries(
-        &mem,
-        &queries[..a.queries.min(50)],
-        &exact_truth,
-        &none,
-        1,
-        true,
-    )
-    .await?;
-    println!(
-        "exact (baseline, 1 client): {:.1} QPS p50 {:.1} ms p99 {:.1} ms",
-        exact.qps, exact.p50, exact.p99
-    );
-    compare_round_trips(&db, &mem, &queries, &exact_truth, exact.qps, a.repeat).await?;
-    compare_precision(
-        &mem,
-        &pool,
-        &layout,
-        &build_memory,
-        &queries,
-        &exact_truth,
-        a.repeat,
-    )
-    .await?;
+    unfiltered(&db, &mem, &pool, &layout, &build_memory, &queries, a.repeat).await?;
     for (label, filter) in [
         (
             "0.1%",

@@ -13,9 +13,7 @@ use std::{
 use aienv::{
     api::memory_store::{MemoryStoreSpec, default_maintenance_work_mem},
     embed::Provider,
-    memory::{
-        Filter, Memories, MemoryType, NewMemory, ddl::StoreLayout, index_build::prepare_and_build,
-    },
+    memory::{Memories, MemoryType, NewMemory, ddl::StoreLayout, index_build::prepare_and_build},
 };
 use aienv_tests::{
     embed_fixture::{MINILM, MINILM_DIMS, load_minilm},
@@ -23,7 +21,7 @@ use aienv_tests::{
 };
 use anyhow::Context as _;
 
-use super::{Args, compare_precision, compare_round_trips, run_queries, truth};
+use super::Args;
 
 const QUERIES: usize = 200;
 
@@ -150,24 +148,7 @@ pub async fn run(a: &Args) -> anyhow::Result<()> {
         layout.index_name(),
         mem.search_breadth
     );
-    let none = Filter::default();
-    let exact_truth = truth(&mem, &queries, &none).await?;
-    let exact = run_queries(&mem, &queries[..50], &exact_truth, &none, 1, true).await?;
-    println!(
-        "exact (baseline, 1 client): {:.1} QPS p50 {:.1} ms",
-        exact.qps, exact.p50
-    );
-    compare_round_trips(&db, &mem, &queries, &exact_truth, exact.qps, a.repeat).await?;
-    compare_precision(
-        &mem,
-        &pool,
-        &layout,
-        &build_memory,
-        &queries,
-        &exact_truth,
-        a.repeat,
-    )
-    .await?;
+    super::unfiltered(&db, &mem, &pool, &layout, &build_memory, &queries, a.repeat).await?;
     pool.close().await;
     db.cleanup().await
 }
