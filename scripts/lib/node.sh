@@ -397,6 +397,9 @@ node_up() {
   start_containerd
   node_image pause "$KBIN"
   node_image postgres
+  # Ollama for the embedding-server tests (built from its Go module once, ~10 min cold).
+  OLLAMA_BIN="$("$ROOT/tools/ollama/build.sh")" || die "building ollama failed"
+  node_image ollama "$OLLAMA_BIN"
   start_kubelet "$1"
   start_node_services
   start_pod_routes "$1" "$2"

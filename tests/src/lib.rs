@@ -13,5 +13,6 @@ pub mod llm_server;
 pub mod o8;
 pub mod operator;
 pub mod plugin;
+pub mod pod_stores;
 pub mod stores;
 pub mod testenv;

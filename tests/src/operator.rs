@@ -63,14 +63,29 @@ pub struct RunningControllers {
 pub use aienv::controllers::Which;
 
 pub fn start(client: &Client, namespace: &str, which: &[Which]) -> RunningControllers {
+    start_with_image(client, namespace, which, None)
+}
+
+/// [`start`], with Jobs and workers running `job_image` (the node's aienv image, for tests whose
+/// pods run) instead of the release's image name.
+pub fn start_with_image(
+    client: &Client,
+    namespace: &str,
+    which: &[Which],
+    job_image: Option<&str>,
+) -> RunningControllers {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Some(namespace.to_string()),
         metrics,
         Arc::new(SystemClock),
-    ));
+    );
+    if let Some(image) = job_image {
+        ctx = ctx.with_job_image(image);
+    }
+    let ctx = Arc::new(ctx);
     let (stop, rx) = watch::channel(false);
     let handle = tokio::spawn(aienv::controllers::run_all(
         ctx.clone(),
@@ -143,12 +158,11 @@ pub async fn pod_scenario(prefix: &str, which: &[Which]) -> Result<Option<PodSce
     let Some(node) = env.require_node() else {
         return Ok(None);
     };
-    let Scenario {
-        env,
-        client,
-        ns,
-        ops,
-    } = Scenario::on(env, prefix, which).await?;
+    let client = env.kube_client().await?;
+    install_crds(&client).await?;
+    let ns = env.test_namespace(&client, prefix).await?;
+    // The node's pods run the real aienv image: workers and Jobs start.
+    let ops = start_with_image(&client, ns.name(), which, Some(&node.aienv_image));
     Ok(Some(PodScenario {
         env,
         node,

@@ -83,6 +83,20 @@ pub struct Node {
     /// `AIENV_IMAGE`: the aienv image (loaded by `scripts/testenv image`, which `scripts/test`
     /// runs after building the binary).
     pub aienv_image: String,
+    /// `AIENV_OLLAMA_IMAGE` and `AIENV_OLLAMA_BIN`: Ollama built from its Go module
+    /// (tools/ollama/build.sh), as the node's image and as a host binary; `None` in an env file
+    /// of an older script.
+    pub ollama: Option<(String, PathBuf)>,
+}
+
+impl Node {
+    /// The Ollama image and binary; an error saying how to get them when the running test
+    /// environment predates them.
+    pub fn ollama(&self) -> Result<(String, PathBuf)> {
+        self.ollama.clone().context(
+            "the test environment's env file has no AIENV_OLLAMA_IMAGE (started by an older scripts/testenv): restart it with `scripts/testenv down && scripts/testenv up`",
+        )
+    }
 }
 
 /// The workspace root (parent of the `tests` crate).
@@ -152,6 +166,10 @@ impl TestEnv {
                     storage_class: get("AIENV_STORAGE_CLASS")?,
                     pg_image: get("AIENV_PG_IMAGE")?,
                     aienv_image: get("AIENV_IMAGE")?,
+                    ollama: vars
+                        .get("AIENV_OLLAMA_IMAGE")
+                        .zip(vars.get("AIENV_OLLAMA_BIN"))
+                        .map(|(image, bin)| (image.clone(), PathBuf::from(bin))),
                 }),
                 _ => None,
             },

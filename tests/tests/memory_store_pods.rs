@@ -12,6 +12,7 @@ use aienv_tests::{
     agents::{pod_ready, ready_pod_with_hash},
     conditions::{condition, wait_condition},
     operator::{PodScenario, Which, pod_scenario},
+    pod_stores::{agent_pool, login_pool, secret_text},
     testenv::wait_for,
 };
 use k8s_openapi::api::{
@@ -22,46 +23,9 @@ use kube::{
     Api,
     api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams},
 };
-use sqlx::postgres::PgPoolOptions;
 
 /// Pods start in seconds here; the margin is for a loaded machine.
 const WAIT: Duration = Duration::from_secs(180);
-
-fn secret_text(s: &Secret, key: &str) -> String {
-    String::from_utf8(s.data.as_ref().unwrap()[key].0.clone()).unwrap()
-}
-
-/// The store's database as an agent would use it, reached through the client Service's
-/// ClusterIP (the host has no cluster DNS; kube-proxy routes the ClusterIP).
-async fn agent_pool(
-    secrets: &Api<Secret>,
-    services: &Api<Service>,
-    store: &str,
-) -> anyhow::Result<sqlx::PgPool> {
-    login_pool(secrets, services, store, None).await
-}
-
-/// Like [`agent_pool`], logging in as `(user, password)` instead of the agents' role.
-async fn login_pool(
-    secrets: &Api<Secret>,
-    services: &Api<Service>,
-    store: &str,
-    login: Option<(&str, &str)>,
-) -> anyhow::Result<sqlx::PgPool> {
-    let app = secrets.get(&format!("{store}-app")).await?;
-    let ip = services.get(store).await?.spec.unwrap().cluster_ip.unwrap();
-    let mut url = url::Url::parse(&secret_text(&app, "uri"))?;
-    url.set_host(Some(&ip))?;
-    if let Some((user, password)) = login {
-        url.set_username(user).ok();
-        url.set_password(Some(password)).ok();
-    }
-    Ok(PgPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url.as_str())
-        .await?)
-}
 
 async fn init_log(pods: &Api<Pod>, pod: &str) -> anyhow::Result<String> {
     let lp = LogParams {

@@ -6,6 +6,7 @@
 #   tools/images/build.sh pause     BIN_DIR          the sandbox image (our static pause binary)
 #   tools/images/build.sh postgres                   PostgreSQL 17 + pgvector (managed stores in tests)
 #   tools/images/build.sh aienv     AIENV_BINARY     the aienv image (binary + packages/aienv.txt)
+#   tools/images/build.sh ollama    BIN_DIR          Ollama, CPU only (tools/ollama/build.sh builds it)
 #
 # Each prints "<archive path> <image reference>". Archives are cached under
 # ${AIENV_CACHE:-$HOME/.cache/aienv}/images, keyed by a hash of their inputs (recipe, package
@@ -83,7 +84,7 @@ finish_rootfs() {
     chroot "$r" usermod -u "$PG_UID" -g "$PG_UID" postgres
     chroot "$r" chown -R "$PG_UID:$PG_UID" /var/lib/postgresql /var/run/postgresql
     ;;
-  aienv)
+  aienv | ollama)
     echo "aienv:x:$AIENV_UID:$AIENV_UID:aienv:/home/aienv:/usr/sbin/nologin" >>"$r/etc/passwd"
     echo "aienv:x:$AIENV_UID:" >>"$r/etc/group"
     mkdir -p "$r/home/aienv"
@@ -165,37 +166,54 @@ build_postgres() {
   echo "$archive $ref"
 }
 
-build_aienv() {
-  local bin=$1 ref=aienv.local/aienv:dev key archive layout work
-  [[ -x $bin ]] || die "no aienv binary at $bin"
-  key="$(hash_of "$HERE/build.sh" "$HERE/packages/aienv.txt" "$bin")"
-  archive="$CACHE/aienv-$key.tar"
+# binary_image NAME BINARY REF [CONFIG_ARG...]: the root filesystem of packages/NAME.txt plus
+# BINARY as /usr/local/bin/NAME, its entrypoint, run as the aienv user; CONFIG_ARGs go to
+# `umoci config` (command, environment).
+binary_image() {
+  local name=$1 bin=$2 ref=$3 key archive layout work
+  shift 3
+  key="$(hash_of "$HERE/build.sh" "$HERE/packages/$name.txt" "$bin")"
+  archive="$CACHE/$name-$key.tar"
   if [[ ! -f $archive ]]; then
     need umoci umoci
     need skopeo skopeo
-    layout="$(base_layout aienv)"
-    work="$(mktemp -d "$CACHE/.aienv.XXXXXX")"
+    layout="$(base_layout "$name")"
+    work="$(mktemp -d "$CACHE/.$name.XXXXXX")"
     cp -al "$layout" "$work/oci"
     # Debug builds carry ~10x their code in debuginfo, which a container never reads.
-    mkdir -p "$work/layer/usr/local/bin"
-    strip --strip-debug -o "$work/layer/usr/local/bin/aienv" "$bin"
-    chmod 0755 "$work/layer/usr/local/bin/aienv"
-    umoci insert --image "$work/oci:image" "$work/layer/usr/local/bin/aienv" /usr/local/bin/aienv >&2
+    mkdir -p "$work/layer"
+    strip --strip-debug -o "$work/layer/$name" "$bin"
+    chmod 0755 "$work/layer/$name"
+    umoci insert --image "$work/oci:image" "$work/layer/$name" "/usr/local/bin/$name" >&2
     umoci config --image "$work/oci:image" --no-history --config.user "$AIENV_UID:$AIENV_UID" \
       --config.env "PATH=$BASE_PATH" --config.env HOME=/home/aienv --config.workingdir /home/aienv \
-      --config.entrypoint /usr/local/bin/aienv --architecture amd64 --os linux >&2
+      --config.entrypoint "/usr/local/bin/$name" "$@" --architecture amd64 --os linux >&2
     pack "$ref" "$archive" "$work/oci"
     rm -rf "$work"
   fi
   echo "$archive $ref"
 }
 
+build_aienv() {
+  [[ -x $1 ]] || die "no aienv binary at $1"
+  binary_image aienv "$1" aienv.local/aienv:dev
+}
+
+# The server a MemoryStore's `embedding.server` runs for `provider.type: ollama`, like Ollama's own
+# image: the binary as entrypoint, `serve` as command. Models come from a volume or a pull.
+build_ollama() {
+  [[ -x $1/ollama ]] || die "no ollama binary in $1 (tools/ollama/build.sh builds it)"
+  binary_image ollama "$1/ollama" aienv.local/ollama:cpu \
+    --config.env OLLAMA_HOST=0.0.0.0:11434 --config.cmd serve
+}
+
 case "${1:-}" in
 pause) build_pause "${2:?usage: build.sh pause BIN_DIR}" ;;
 postgres) build_postgres ;;
 aienv) build_aienv "${2:?usage: build.sh aienv AIENV_BINARY}" ;;
+ollama) build_ollama "${2:?usage: build.sh ollama BIN_DIR}" ;;
 *)
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
   ;;
 esac

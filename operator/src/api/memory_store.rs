@@ -336,7 +336,7 @@ pub struct EmbeddingServer {
     #[schemars(length(min = 1, max = 512))]
     pub image: String,
     /// Model the server loads (a Hugging Face model id for TEI, an Ollama model name); the
-    /// store's embedding.model when unset. Downloaded by the server at start unless the image
+    /// store's embedding.model when unset. Downloaded by the server at start unless modelVolume
     /// holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -345,6 +345,12 @@ pub struct EmbeddingServer {
     pub replicas: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// A PersistentVolumeClaim the server keeps its models on (mounted read-write at its model
+    /// directory) instead of a pod-local emptyDir: a model pulled once survives restarts, and a
+    /// claim filled beforehand serves a cluster that cannot reach a model registry (Ollama pulls
+    /// only a model the volume lacks). Several replicas on several nodes need ReadWriteMany.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_volume: Option<ModelVolume>,
 }
 
 fn default_one() -> i32 {

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use futures::{FutureExt, future::BoxFuture};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 use super::provider::{Provider, ProviderError, Vectors};
 
@@ -130,18 +130,15 @@ impl LocalProvider {
         let mut tokenizer =
             Tokenizer::from_file(dir.join(TOKENIZER)).map_err(|e| bad(TOKENIZER, e.to_string()))?;
         // tokenizer.json's own settings (MiniLM ships truncation and fixed padding at 128) are
-        // replaced by what sentence-transformers applies: its max_seq_length, padding to the
-        // longest text of the batch.
+        // replaced: truncation at sentence-transformers' max_seq_length, and no padding, as
+        // `embed` pads each group of similar lengths itself.
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_seq_length,
                 ..Default::default()
             }))
             .map_err(|e| bad(TOKENIZER, e.to_string()))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..Default::default()
-        }));
+        tokenizer.with_padding(None);
 
         let weights = read(dir, WEIGHTS)?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)
@@ -200,35 +197,73 @@ impl LocalProvider {
 
 impl Model {
     fn embed(&self, inputs: &[String]) -> Result<Vectors, ProviderError> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
         let failed = |e: &dyn std::fmt::Display| ProviderError::Local(e.to_string());
         let encodings = self
             .tokenizer
             .encode_batch(inputs.to_vec(), true)
             .map_err(|e| failed(&e))?;
-        let rows = encodings.len();
-        let len = encodings[0].get_ids().len();
-        let flat = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<u32> {
-            encodings
-                .iter()
-                .flat_map(|e| f(e).iter().copied())
-                .collect()
-        };
-        let tensor = |data: Vec<u32>| {
-            Tensor::from_vec(data, (rows, len), &Device::Cpu).map_err(|e| failed(&e))
-        };
-        let ids = tensor(flat(tokenizers::Encoding::get_ids))?;
-        let type_ids = tensor(flat(tokenizers::Encoding::get_type_ids))?;
-        let mask = tensor(flat(tokenizers::Encoding::get_attention_mask))?;
-        let pooled = (|| {
-            let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
-            mean_pool_normalised(&hidden, &mask)?.to_vec2::<f32>()
-        })()
-        .map_err(|e| failed(&e))?;
-        Ok(pooled)
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
+        for group in length_groups(&lengths) {
+            let members: Vec<&tokenizers::Encoding> =
+                group.iter().map(|&i| &encodings[i]).collect();
+            let pooled = self.forward(&members).map_err(|e| failed(&e))?;
+            for (i, v) in group.into_iter().zip(pooled) {
+                vectors[i] = v;
+            }
+        }
+        Ok(vectors)
     }
+
+    /// One forward pass over texts padded to the longest of them (padding is masked out of the
+    /// attention and the pooling, so it changes no vector, only the work).
+    fn forward(&self, members: &[&tokenizers::Encoding]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let len = members.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let padded = |f: fn(&tokenizers::Encoding) -> &[u32]| -> candle_core::Result<Tensor> {
+            let mut data = Vec::with_capacity(members.len() * len);
+            for e in members {
+                let row = f(e);
+                data.extend_from_slice(row);
+                data.resize(data.len() + len - row.len(), 0);
+            }
+            Tensor::from_vec(data, (members.len(), len), &Device::Cpu)
+        };
+        let ids = padded(tokenizers::Encoding::get_ids)?;
+        let type_ids = padded(tokenizers::Encoding::get_type_ids)?;
+        let mask = padded(tokenizers::Encoding::get_attention_mask)?;
+        let hidden = self.bert.forward(&ids, &type_ids, Some(&mask))?;
+        mean_pool_normalised(&hidden, &mask)?.to_vec2::<f32>()
+    }
+}
+
+/// Padding allowed in one forward pass, as a fraction of the real tokens.
+const PADDING_SLACK: f64 = 0.25;
+
+/// The rows of a batch (by index) in groups of similar token length, each run as one forward
+/// pass: a batch padded to its longest text would compute every short text at the long one's
+/// length (and attention at its square), so one 256-token memory among short ones would cost the
+/// whole batch several times its real work. Sorted by length, a group grows while padding it to
+/// its longest stays within [`PADDING_SLACK`] of its real tokens.
+fn length_groups(lengths: &[usize]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut real = 0usize;
+    for i in order {
+        let longest = lengths[i]; // ascending: the newcomer is the group's longest
+        let padded = (current.len() + 1) * longest;
+        if !current.is_empty() && padded as f64 > (real + longest) as f64 * (1.0 + PADDING_SLACK) {
+            groups.push(std::mem::take(&mut current));
+            real = 0;
+        }
+        current.push(i);
+        real += longest;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 /// sentence-transformers' Pooling (mean over the tokens the mask keeps, the count clamped at 1e-9)
@@ -329,6 +364,26 @@ mod tests {
         assert_eq!(e.label(), "ModelFileInvalid");
         assert!(e.to_string().contains("cannot read config.json"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn length_groups_cover_every_row_once_and_bound_the_padding() {
+        let lengths = [12, 256, 9, 30, 31, 11, 256, 64, 10, 29];
+        let groups = length_groups(&lengths);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        for g in &groups {
+            let real: usize = g.iter().map(|&i| lengths[i]).sum();
+            let longest = g.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(
+                (g.len() * longest) as f64 <= real as f64 * (1.0 + PADDING_SLACK),
+                "{g:?}"
+            );
+        }
+        // The two long texts share a pass; the short ones are not padded to them.
+        assert!(groups.iter().any(|g| g == &vec![1, 6]), "{groups:?}");
+        assert!(length_groups(&[]).is_empty());
     }
 
     #[test]

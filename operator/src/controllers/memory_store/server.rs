@@ -8,8 +8,8 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, PodSpec, PodTemplateSpec, Service,
-            ServicePort, ServiceSpec, Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource,
+            PodSpec, PodTemplateSpec, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -31,8 +31,10 @@ use crate::{
 pub const COMPONENT_SERVER: &str = "embedding-server";
 /// The Service's port (the workers' URL has none).
 const SERVICE_PORT: i32 = 80;
-/// Where the server keeps the model it downloads (an emptyDir: the root filesystem is read-only).
+/// The server's writable home (an emptyDir: the root filesystem is read-only).
 const DATA: &str = "/data";
+/// Where it keeps its models: in the home, or `server.modelVolume`'s claim mounted over it.
+const MODELS: &str = "/data/models";
 
 pub fn server_name(store: &str) -> String {
     format!("{store}-embed-server")
@@ -72,23 +74,24 @@ fn flavour(t: EmbeddingProviderType, model: &str) -> Option<Flavour> {
                 "--auto-truncate".into(),
             ],
             env: vec![
-                ("HUGGINGFACE_HUB_CACHE", DATA.into()),
+                ("HUGGINGFACE_HUB_CACHE", MODELS.into()),
                 ("HOME", DATA.into()),
             ],
             ready_path: "/health",
         }),
-        // `ollama serve` answers before the model is there; it is pulled once it listens, and
-        // the readiness path lists the models, so a pod is ready once Ollama serves.
+        // `ollama serve` answers before the model is there; once it listens the model is pulled
+        // unless the models directory (a seeded modelVolume) has it, and the readiness path
+        // lists the models, so a pod is ready once Ollama serves.
         // The model goes in through the environment, never spliced into the shell line.
         EmbeddingProviderType::Ollama => Some(Flavour {
             port: 11434,
             command: Some(vec!["/bin/sh".into(), "-c".into()]),
             args: vec![
-                "ollama serve & until ollama list >/dev/null 2>&1; do sleep 1; done; ollama pull \"$AIENV_OLLAMA_MODEL\"; wait".into(),
+                "ollama serve & until ollama list >/dev/null 2>&1; do sleep 1; done; ollama show \"$AIENV_OLLAMA_MODEL\" >/dev/null 2>&1 || ollama pull \"$AIENV_OLLAMA_MODEL\"; wait".into(),
             ],
             env: vec![
                 ("OLLAMA_HOST", "0.0.0.0:11434".into()),
-                ("OLLAMA_MODELS", format!("{DATA}/models")),
+                ("OLLAMA_MODELS", MODELS.into()),
                 ("HOME", DATA.into()),
                 ("AIENV_OLLAMA_MODEL", model.into()),
             ],
@@ -127,6 +130,31 @@ pub fn server(store: &MemoryStore) -> Option<(Deployment, Service)> {
     let f = flavour(provider.type_, &model)?;
     let name = store.name_any();
     let env: Vec<_> = f.env.iter().map(|(k, v)| literal(k, v.clone())).collect();
+    let mut volumes = vec![Volume {
+        name: "data".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "data".into(),
+        mount_path: DATA.into(),
+        ..Default::default()
+    }];
+    if let Some(v) = &server.model_volume {
+        volumes.push(Volume {
+            name: "models".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: v.claim_name.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "models".into(),
+            mount_path: MODELS.into(),
+            ..Default::default()
+        });
+    }
     let deployment = Deployment {
         metadata: meta(store),
         spec: Some(DeploymentSpec {
@@ -160,18 +188,10 @@ pub fn server(store: &MemoryStore) -> Option<(Deployment, Service)> {
                         readiness_probe: Some(http_probe(f.ready_path, 10)),
                         resources: server.resources.clone(),
                         security_context: Some(restricted_container_security()),
-                        volume_mounts: Some(vec![VolumeMount {
-                            name: "data".into(),
-                            mount_path: DATA.into(),
-                            ..Default::default()
-                        }]),
+                        volume_mounts: Some(mounts),
                         ..Default::default()
                     }],
-                    volumes: Some(vec![Volume {
-                        name: "data".into(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Default::default()
-                    }]),
+                    volumes: Some(volumes),
                     ..Default::default()
                 }),
             },
@@ -243,13 +263,26 @@ mod tests {
     }
 
     #[test]
-    fn ollama_pulls_the_model_it_serves() {
+    fn ollama_pulls_the_model_it_serves_unless_its_volume_has_it() {
         let s = store(
-            "    model: nomic-embed-text\n    provider: {type: ollama}\n    server: {image: 'ollama:0.12'}\n",
+            "    model: nomic-embed-text\n    provider: {type: ollama}\n    server: {image: 'ollama:0.12', modelVolume: {claimName: ollama-models}}\n",
         );
         let (d, _) = server(&s).unwrap();
-        let c = d.spec.unwrap().template.spec.unwrap().containers[0].clone();
-        assert!(c.args.unwrap()[0].contains("ollama pull"));
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let c = pod.containers[0].clone();
+        let line = &c.args.as_ref().unwrap()[0];
+        assert!(
+            line.contains("ollama show \"$AIENV_OLLAMA_MODEL\" >/dev/null 2>&1 || ollama pull"),
+            "{line}"
+        );
+        let claim = pod.volumes.unwrap()[1]
+            .persistent_volume_claim
+            .clone()
+            .unwrap();
+        assert_eq!(claim.claim_name, "ollama-models");
+        let mount = &c.volume_mounts.as_ref().unwrap()[1];
+        assert_eq!((mount.name.as_str(), mount.read_only), ("models", None));
+        assert_eq!(mount.mount_path, "/data/models");
         let env: BTreeMap<String, String> = c
             .env
             .unwrap()
