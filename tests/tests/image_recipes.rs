@@ -62,7 +62,9 @@ fn dockerfile_and_debootstrap_recipe_agree() {
     assert!(dockerfile.contains(&format!("aienv:x:{uid}:{uid}:aienv:/home/aienv")));
     assert!(script.contains(r#"aienv:x:$AIENV_UID:$AIENV_UID:aienv:/home/aienv"#));
     assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/aienv"]"#));
-    assert!(script.contains("--config.entrypoint /usr/local/bin/aienv"));
+    // build.sh's images are their binary at /usr/local/bin/NAME as entrypoint; aienv's is named aienv.
+    assert!(script.contains(r#"--config.entrypoint "/usr/local/bin/$name""#));
+    assert!(script.contains(r#"binary_image aienv "$1" aienv.local/aienv:dev"#));
     assert!(
         dockerfile.contains("COPY --from=build /src/target/release/aienv /usr/local/bin/aienv")
     );
