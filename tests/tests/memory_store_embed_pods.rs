@@ -10,50 +10,23 @@ use aienv::{
     memory::{Memories, MemoryType, NewMemory},
 };
 use aienv_tests::{
+    agents::apply_json,
     conditions::{condition, wait_condition},
     embed_fixture::{MINILM, MINILM_DIMS, MinilmReference, cosine},
     operator::{PodScenario, Which, pod_scenario},
     pod_stores::{StaticVolume, agent_pool, copy_model_dir, seed_ollama_models},
+    stores::apply_store,
     testenv::{TestNamespace, wait_for},
 };
 use anyhow::{Context as _, Result, ensure};
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use kube::{
     Api,
-    api::{ListParams, LogParams, Patch, PatchParams},
+    api::{ListParams, LogParams},
 };
 
 /// Pods start in seconds here; the margin is for a loaded machine (and a model loading).
 const WAIT: Duration = Duration::from_secs(240);
-
-async fn apply(api: &Api<MemoryStore>, spec: serde_json::Value) -> Result<()> {
-    let store = serde_json::json!({
-        "apiVersion": "aienv.orchestr8.io/v1alpha1", "kind": "MemoryStore",
-        "metadata": {"name": "mem"}, "spec": spec,
-    });
-    api.patch(
-        "mem",
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&store),
-    )
-    .await?;
-    Ok(())
-}
-
-async fn apply_claim(ns: &TestNamespace, claim: serde_json::Value) -> Result<()> {
-    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = ns.api();
-    let name = claim["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    api.patch(
-        &name,
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&claim),
-    )
-    .await?;
-    Ok(())
-}
 
 /// Stores the fixture's sentences without vectors, as agents write them, then waits until the
 /// workers have embedded every one with `model`; returns (content, vector) pairs.
@@ -151,10 +124,12 @@ async fn store_with_volume(
     embedding: serde_json::Value,
 ) -> Result<(Api<MemoryStore>, StaticVolume)> {
     let volume = StaticVolume::create(&sc.client, sc.ns.name(), dir, sc.ns.name(), claim).await?;
-    apply_claim(&sc.ns, volume.claim(claim, read_only)).await?;
+    let claims: Api<PersistentVolumeClaim> = sc.ns.api();
+    apply_json(&claims, volume.claim(claim, read_only)).await?;
     let api: Api<MemoryStore> = sc.ns.api();
-    apply(
+    apply_store(
         &api,
+        "mem",
         serde_json::json!({"mode": "managed", "deletionPolicy": "Delete",
             "managed": {"image": sc.node.pg_image, "storage": {"size": "1Gi"}},
             "embedding": embedding,
