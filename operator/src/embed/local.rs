@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use futures::{FutureExt, future::BoxFuture};
+use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use super::provider::{Provider, ProviderError, Vectors};
@@ -203,12 +204,23 @@ impl Model {
             .encode_batch(inputs.to_vec(), true)
             .map_err(|e| failed(&e))?;
         let lengths: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        let units = work_units(
+            length_groups(&lengths),
+            &lengths,
+            rayon::current_num_threads(),
+        );
+        let pooled: Vec<Vec<Vec<f32>>> = units
+            .par_iter()
+            .map(|unit| {
+                let members: Vec<&tokenizers::Encoding> =
+                    unit.iter().map(|&i| &encodings[i]).collect();
+                self.forward(&members)
+            })
+            .collect::<candle_core::Result<_>>()
+            .map_err(|e| failed(&e))?;
         let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
-        for group in length_groups(&lengths) {
-            let members: Vec<&tokenizers::Encoding> =
-                group.iter().map(|&i| &encodings[i]).collect();
-            let pooled = self.forward(&members).map_err(|e| failed(&e))?;
-            for (i, v) in group.into_iter().zip(pooled) {
+        for (unit, unit_vectors) in units.iter().zip(pooled) {
+            for (&i, v) in unit.iter().zip(unit_vectors) {
                 vectors[i] = v;
             }
         }
@@ -264,6 +276,30 @@ fn length_groups(lengths: &[usize]) -> Vec<Vec<usize>> {
         groups.push(current);
     }
     groups
+}
+
+/// The length groups as forward passes run side by side on the inference threads: about half
+/// of a pass is candle's element-wise work (GELU, softmax, the mask, layer norms), which runs on
+/// one thread, so one pass at a time would leave the other cores idle outside the matrix
+/// products. While there are fewer passes than threads, the largest is cut in two (smaller
+/// passes make the matrix products less efficient, so no more than that); the costliest
+/// (rows × length) go first.
+fn work_units(groups: Vec<Vec<usize>>, lengths: &[usize], threads: usize) -> Vec<Vec<usize>> {
+    let cost = |unit: &Vec<usize>| unit.len() * unit.iter().map(|&i| lengths[i]).max().unwrap_or(0);
+    let mut units = groups;
+    while units.len() < threads {
+        let Some(largest) = (0..units.len())
+            .filter(|&u| units[u].len() > 1)
+            .max_by_key(|&u| cost(&units[u]))
+        else {
+            break;
+        };
+        let half = units[largest].len() / 2;
+        let second = units[largest].split_off(half);
+        units.push(second);
+    }
+    units.sort_by_key(|unit| std::cmp::Reverse(cost(unit)));
+    units
 }
 
 /// sentence-transformers' Pooling (mean over the tokens the mask keeps, the count clamped at 1e-9)
@@ -384,6 +420,31 @@ mod tests {
         // The two long texts share a pass; the short ones are not padded to them.
         assert!(groups.iter().any(|g| g == &vec![1, 6]), "{groups:?}");
         assert!(length_groups(&[]).is_empty());
+    }
+
+    #[test]
+    fn work_units_give_every_thread_a_pass_and_keep_the_groups_otherwise() {
+        let lengths = [10, 10, 10, 10, 40, 40, 12];
+        let all = |units: &[Vec<usize>]| {
+            let mut rows: Vec<usize> = units.iter().flatten().copied().collect();
+            rows.sort();
+            rows
+        };
+        // Three groups on two threads stay three passes, costliest first.
+        let units = work_units(vec![vec![0, 1, 2, 3], vec![4, 5], vec![6]], &lengths, 2);
+        assert_eq!(units, [vec![4, 5], vec![0, 1, 2, 3], vec![6]]);
+        // One group on two threads is cut in two; on one thread it stays whole.
+        let units = work_units(vec![vec![0, 1, 2, 3]], &lengths, 2);
+        assert_eq!(units, [vec![0, 1], vec![2, 3]]);
+        assert_eq!(
+            work_units(vec![vec![0, 1, 2, 3]], &lengths, 1),
+            [vec![0, 1, 2, 3]]
+        );
+        // More threads than rows: every row its own pass, none lost.
+        let units = work_units(vec![vec![0, 1], vec![4]], &lengths, 8);
+        assert_eq!(units.len(), 3);
+        assert_eq!(all(&units), [0, 1, 4]);
+        assert!(work_units(Vec::new(), &lengths, 4).is_empty());
     }
 
     #[test]
