@@ -14,6 +14,24 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::testenv::wait_for;
 
+/// The name of CloudNativePG's Cluster CRD, which [`install_cnpg_crd`] applies.
+pub const CNPG_CRD: &str = "clusters.postgresql.cnpg.io";
+
+/// Applies CloudNativePG's Cluster CRD from `tests/fixtures/cnpg-cluster-crd.yaml` (the
+/// controller only needs the type to exist; no CloudNativePG runs).
+pub async fn install_cnpg_crd(client: &Client) -> Result<()> {
+    let path = crate::testenv::workspace_root().join("tests/fixtures/cnpg-cluster-crd.yaml");
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch(
+            CNPG_CRD,
+            &PatchParams::apply("aienv-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Server-side apply every aienv CRD and wait until all are Established. Idempotent, so every test
 /// binary can call it.
 pub async fn install_crds(client: &Client) -> Result<()> {

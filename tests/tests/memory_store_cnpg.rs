@@ -11,7 +11,7 @@ use aienv::{
 };
 use aienv_tests::{
     conditions::condition,
-    operator::{self, Which, install_crds},
+    operator::{self, CNPG_CRD, Which, install_cnpg_crd, install_crds},
     stores::{WAIT, apply_store, put_secret, touch, wait_condition},
     testenv::{require_env, wait_for},
 };
@@ -32,7 +32,7 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
     let client = env.kube_client().await?;
     install_crds(&client).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd_name = "clusters.postgresql.cnpg.io";
+    let crd_name = CNPG_CRD;
     if crds.get_opt(crd_name).await?.is_some() {
         crds.delete(crd_name, &DeleteParams::default()).await?;
         wait_for(WAIT, "CNPG CRD gone", || async {
@@ -67,14 +67,7 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
     .await?;
     assert!(condition(&s, "Ready").unwrap().2.contains("install"));
 
-    let path = aienv_tests::testenv::workspace_root().join("tests/fixtures/cnpg-cluster-crd.yaml");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
-    crds.patch(
-        crd_name,
-        &PatchParams::apply("aienv-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await?;
+    install_cnpg_crd(&client).await?;
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
         "clusters",

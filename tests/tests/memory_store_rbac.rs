@@ -7,15 +7,12 @@ use std::time::Duration;
 use aienv::{api::memory_store::MemoryStore, controllers::memory_store::CONTROLLER};
 use aienv_tests::{
     conditions,
-    operator::{self, Which, install_crds},
+    operator::{self, Which, install_cnpg_crd, install_crds},
     testenv::{require_env, wait_for},
 };
-use k8s_openapi::{
-    api::{
-        core::v1::Secret,
-        rbac::v1::{Role, RoleBinding},
-    },
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+use k8s_openapi::api::{
+    core::v1::Secret,
+    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api,
@@ -33,15 +30,7 @@ async fn external_store_works_without_cnpg_or_networkpolicy_rights() -> anyhow::
     let admin = env.kube_client().await?;
     install_crds(&admin).await?;
     // CloudNativePG installed, but the operator may not touch its Clusters.
-    let path = aienv_tests::testenv::workspace_root().join("tests/fixtures/cnpg-cluster-crd.yaml");
-    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
-    Api::<CustomResourceDefinition>::all(admin.clone())
-        .patch(
-            "clusters.postgresql.cnpg.io",
-            &PatchParams::apply("aienv-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await?;
+    install_cnpg_crd(&admin).await?;
     let ns = env.test_namespace(&admin, "memstore-rbac").await?;
     let db = env.test_database("memstore_rbac").await?;
 
