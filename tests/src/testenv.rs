@@ -322,8 +322,14 @@ impl TestEnv {
 
     /// An object_store client for `bucket` on the S3 server.
     pub fn s3_store(&self, bucket: &str) -> Result<AmazonS3> {
+        self.s3_store_at(&self.s3_endpoint, bucket)
+    }
+
+    /// An object_store client for `bucket` on an S3 server at `endpoint` that takes this
+    /// environment's keys (a benchmark's own server).
+    pub fn s3_store_at(&self, endpoint: &str, bucket: &str) -> Result<AmazonS3> {
         Ok(AmazonS3Builder::new()
-            .with_endpoint(&self.s3_endpoint)
+            .with_endpoint(endpoint)
             .with_allow_http(true)
             .with_virtual_hosted_style_request(false)
             .with_region(&self.s3_region)
