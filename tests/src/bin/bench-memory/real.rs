@@ -148,7 +148,7 @@ pub async fn run(a: &Args) -> anyhow::Result<()> {
         layout.index_name(),
         mem.search_breadth
     );
-    super::unfiltered(&db, &mem, &pool, &layout, &build_memory, &queries, a.repeat).await?;
+    super::unfiltered(&db, &mem, &pool, &layout, &build_memory, &queries, a).await?;
     pool.close().await;
     db.cleanup().await
 }
