@@ -108,6 +108,18 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Where the env file is looked for.
+/// Where builds, images and bench fixtures are cached outside the repo, as `scripts/testenv`
+/// has it: `$AIENV_CACHE`, else `~/.cache/aienv`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("AIENV_CACHE").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+            PathBuf::from(home).join(".cache/aienv")
+        },
+        PathBuf::from,
+    )
+}
+
 pub fn env_file_path() -> PathBuf {
     if let Some(p) = std::env::var_os("AIENV_TESTENV_ENV") {
         return PathBuf::from(p);

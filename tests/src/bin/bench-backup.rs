@@ -158,14 +158,7 @@ fn s3s_fs_binary() -> anyhow::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("AIENV_S3S_FS") {
         return Ok(bin.into());
     }
-    let cache = std::env::var_os("AIENV_CACHE").map_or_else(
-        || {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/aienv")
-        },
-        PathBuf::from,
-    );
-    let root = cache.join(format!("s3s-fs-{S3S_FS_VERSION}"));
+    let root = aienv_tests::testenv::cache_dir().join(format!("s3s-fs-{S3S_FS_VERSION}"));
     let bin = root.join("bin/s3s-fs");
     if !bin.exists() {
         println!(

@@ -14,14 +14,11 @@ use aienv::embed::Provider;
 use aienv_tests::embed_fixture::{MinilmReference, load_minilm};
 use anyhow::Context as _;
 
-/// The venv with sentence-transformers: `$AIENV_ST_VENV`, else `~/.cache/aienv/st-venv`.
+/// The venv with sentence-transformers: `$AIENV_ST_VENV`, else `st-venv` in the cache.
 fn st_venv() -> PathBuf {
     std::env::var_os("AIENV_ST_VENV")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            PathBuf::from(home).join(".cache/aienv/st-venv")
-        })
+        .unwrap_or_else(|| aienv_tests::testenv::cache_dir().join("st-venv"))
 }
 
 /// Times `model.encode` per batch (one call per batch, as the worker sends them), after a

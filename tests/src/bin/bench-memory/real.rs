@@ -54,8 +54,7 @@ fn paragraphs(root: &Path) -> Vec<String> {
 }
 
 fn cache_path(n: usize) -> PathBuf {
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(format!(".cache/aienv/bench/usr-share-doc-minilm-{n}.json"))
+    aienv_tests::testenv::cache_dir().join(format!("bench/usr-share-doc-minilm-{n}.json"))
 }
 
 /// The corpus with its vectors: from the cache, or embedded now (and cached).
