@@ -142,11 +142,6 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
         .await?;
     Memories::open(as_agent.clone()).await?;
     as_agent.close().await;
-    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&db.pool)
-            .await?;
-    }
 
     // CloudNativePG's own Services (which a label copied by inheritedMetadata, or a user, may give
     // the store label) are not the store's: reconciles never delete them.
@@ -201,5 +196,12 @@ async fn cloudnativepg_mode_reports_a_missing_crd_then_uses_the_cluster() -> any
     .await?;
     ops.stop().await;
     ns.cleanup().await?;
+    // Only once the operator is stopped: a reconcile still connecting as the role could own
+    // something again between DROP OWNED and DROP ROLE.
+    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&db.pool)
+            .await?;
+    }
     db.cleanup().await
 }
